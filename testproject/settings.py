@@ -1,0 +1,117 @@
+"""Settings of the demo project that ``make run`` serves and the tests drive.
+
+``REDIS_URL`` (environment, default ``redis://127.0.0.1:6379/0``) points both
+ws4redis_channels and the channel layer at Redis; a
+``redis+sentinel://host:port[,host:port]/service`` URL works for both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "testproject-insecure-key-for-the-demo-only")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "ws4redis_channels",
+    "testproject",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "testproject.urls"
+ASGI_APPLICATION = "testproject.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("TESTPROJECT_DB", str(BASE_DIR.parent / "testproject.sqlite3")),
+    }
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+STATIC_URL = "/static/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+# The channel layer shares Redis with ws4redis_channels. The pub/sub layer
+# keeps long-lived reader connections without the 5 s socket timeout that
+# redis-py 8 applies by default (see docs/topics/architecture).
+if REDIS_URL.startswith("redis+sentinel://"):
+    from ws4redis_channels.connection import parse_target
+
+    _t = parse_target(REDIS_URL)
+    _layer_host: object = {
+        "sentinels": list(_t.sentinels),
+        "master_name": _t.service_name,
+        "db": _t.db,
+        "password": _t.password,
+    }
+else:
+    _layer_host = REDIS_URL
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [_layer_host]},
+    }
+}
+
+# ws4redis_channels
+WEBSOCKET_URL = "/ws/"
+WS4REDIS_CONNECTION = REDIS_URL
+WS4REDIS_EXPIRE = int(os.environ.get("WS4REDIS_EXPIRE", "3600"))
+WS4REDIS_PREFIX = os.environ.get("WS4REDIS_PREFIX", "")
+WS4REDIS_HEARTBEAT = "--heartbeat--"
+# The demo chat: anyone, anonymous visitors too, may publish-broadcast on "chat".
+WS4REDIS_OPEN_FACILITIES = ["chat"]
+if "WS4REDIS_OUTAGE_TIMEOUT" in os.environ:
+    WS4REDIS_OUTAGE_TIMEOUT = float(os.environ["WS4REDIS_OUTAGE_TIMEOUT"])
+if "WS4REDIS_MAX_BUFFER_SIZE" in os.environ:
+    WS4REDIS_MAX_BUFFER_SIZE = int(os.environ["WS4REDIS_MAX_BUFFER_SIZE"])
+if "WS4REDIS_PUBLISH_RATE" in os.environ:
+    WS4REDIS_PUBLISH_RATE = float(os.environ["WS4REDIS_PUBLISH_RATE"])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "ws4redis_channels": {"handlers": ["console"], "level": os.environ.get("WS4REDIS_LOG_LEVEL", "INFO")},
+    },
+}

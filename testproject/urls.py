@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/<str:username>/", views.demo_login, name="demo-login"),
+    path("logout/", views.demo_logout, name="demo-logout"),
+    path("publish/", views.publish_view, name="publish"),
+    path("admin/", admin.site.urls),
+]

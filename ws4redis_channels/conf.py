@@ -1,0 +1,214 @@
+"""Settings, read lazily from ``django.conf.settings`` on every access.
+
+Each property returns the validated value of one setting, or raises
+:class:`~django.core.exceptions.ImproperlyConfigured` with a message that says
+what to change. :mod:`ws4redis_channels.checks` turns those messages into
+system check errors at start-up. Nothing is cached here, so
+``override_settings`` works everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .names import Naming, validate_facility
+
+__all__ = ["DEFAULTS", "Settings", "conf"]
+
+DEFAULTS: dict[str, Any] = {
+    "WEBSOCKET_URL": "/ws/",
+    "WS4REDIS_CONNECTION": {"host": "localhost", "port": 6379, "db": 0, "password": None},
+    "WS4REDIS_PREFIX": "",
+    "WS4REDIS_NAMING": "classic",
+    "WS4REDIS_EXPIRE": 3600,
+    "WS4REDIS_HEARTBEAT": None,
+    "WS4REDIS_ALLOWED_CHANNELS": None,
+    "WS4REDIS_PUBLISH_POLICY": "strict",
+    "WS4REDIS_OPEN_FACILITIES": (),
+    "WS4REDIS_MAX_MESSAGE_SIZE": 64 * 1024,
+    "WS4REDIS_PUBLISH_RATE": 20.0,
+    "WS4REDIS_PUBLISH_BURST": 40,
+    "WS4REDIS_MAX_BUFFER_SIZE": 1024 * 1024,
+    "WS4REDIS_OUTAGE_TIMEOUT": 30.0,
+    "WS4REDIS_CONNECT_TIMEOUT": 5.0,
+    "WS4REDIS_CHANNEL_LAYER": "default",
+    "WS4REDIS_ALLOWED_ORIGINS": None,
+}
+
+
+def _get(name: str) -> Any:
+    return getattr(django_settings, name, DEFAULTS[name])
+
+
+def _number(name: str, *, integer: bool = False, positive: bool = False) -> Any:
+    value = _get(name)
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an int" if integer else "a number"
+        raise ImproperlyConfigured(f"{name} must be {kind}, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        bound = "positive" if positive else "non-negative"
+        raise ImproperlyConfigured(f"{name} must be {bound}, got {value!r}")
+    return value
+
+
+class Settings:
+    """Typed, validated access to the settings of ws4redis_channels."""
+
+    @property
+    def WEBSOCKET_URL(self) -> str:
+        value = _get("WEBSOCKET_URL")
+        if not isinstance(value, str) or not value.startswith("/") or not value.endswith("/"):
+            raise ImproperlyConfigured(
+                f"WEBSOCKET_URL must be a path that starts and ends with '/', got {value!r}"
+            )
+        return value
+
+    @property
+    def WS4REDIS_CONNECTION(self) -> str | Mapping[str, Any]:
+        value = _get("WS4REDIS_CONNECTION")
+        if isinstance(value, str):
+            if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+                raise ImproperlyConfigured(
+                    "WS4REDIS_CONNECTION must be a redis://, rediss://, unix:// or "
+                    f"redis+sentinel:// URL, or a dict; got {value!r}"
+                )
+            return value
+        if not isinstance(value, Mapping):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_CONNECTION must be a URL or a dict, got {type(value).__name__}"
+            )
+        return value
+
+    @property
+    def WS4REDIS_PREFIX(self) -> str:
+        value = _get("WS4REDIS_PREFIX")
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise ImproperlyConfigured(f"WS4REDIS_PREFIX must be a str or None, got {value!r}")
+        return value
+
+    @property
+    def WS4REDIS_NAMING(self) -> Naming:
+        value = _get("WS4REDIS_NAMING")
+        try:
+            return Naming(value)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"WS4REDIS_NAMING must be 'classic' or 'typed', got {value!r}"
+            ) from None
+
+    @property
+    def WS4REDIS_EXPIRE(self) -> int:
+        return int(_number("WS4REDIS_EXPIRE", integer=True))
+
+    @property
+    def WS4REDIS_HEARTBEAT(self) -> str | None:
+        value = _get("WS4REDIS_HEARTBEAT")
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_HEARTBEAT must be a non-empty str or None, got {value!r}"
+            )
+        return value
+
+    @property
+    def WS4REDIS_ALLOWED_CHANNELS(self) -> Callable[..., Any] | None:
+        value = _get("WS4REDIS_ALLOWED_CHANNELS")
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                value = import_string(value)
+            except ImportError as exc:
+                raise ImproperlyConfigured(
+                    f"WS4REDIS_ALLOWED_CHANNELS names {value!r}, which cannot be imported: {exc}"
+                ) from exc
+        if not callable(value):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_ALLOWED_CHANNELS must be a callable or its dotted path, got {value!r}"
+            )
+        return value  # type: ignore[no-any-return]
+
+    @property
+    def WS4REDIS_PUBLISH_POLICY(self) -> str:
+        value = _get("WS4REDIS_PUBLISH_POLICY")
+        if value not in ("strict", "permissive"):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_PUBLISH_POLICY must be 'strict' or 'permissive', got {value!r}"
+            )
+        return str(value)
+
+    @property
+    def WS4REDIS_OPEN_FACILITIES(self) -> frozenset[str]:
+        value = _get("WS4REDIS_OPEN_FACILITIES")
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_OPEN_FACILITIES must be a list of facility names, got {value!r}"
+            )
+        facilities = frozenset(value)
+        for facility in facilities:
+            try:
+                validate_facility(facility)
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"WS4REDIS_OPEN_FACILITIES: {exc}") from None
+        return facilities
+
+    @property
+    def WS4REDIS_MAX_MESSAGE_SIZE(self) -> int:
+        return int(_number("WS4REDIS_MAX_MESSAGE_SIZE", integer=True, positive=True))
+
+    @property
+    def WS4REDIS_PUBLISH_RATE(self) -> float:
+        return float(_number("WS4REDIS_PUBLISH_RATE"))
+
+    @property
+    def WS4REDIS_PUBLISH_BURST(self) -> int:
+        return int(_number("WS4REDIS_PUBLISH_BURST", integer=True, positive=True))
+
+    @property
+    def WS4REDIS_MAX_BUFFER_SIZE(self) -> int:
+        return int(_number("WS4REDIS_MAX_BUFFER_SIZE", integer=True, positive=True))
+
+    @property
+    def WS4REDIS_OUTAGE_TIMEOUT(self) -> float:
+        return float(_number("WS4REDIS_OUTAGE_TIMEOUT", positive=True))
+
+    @property
+    def WS4REDIS_CONNECT_TIMEOUT(self) -> float:
+        return float(_number("WS4REDIS_CONNECT_TIMEOUT", positive=True))
+
+    @property
+    def WS4REDIS_CHANNEL_LAYER(self) -> str | None:
+        value = _get("WS4REDIS_CHANNEL_LAYER")
+        if value is not None and not isinstance(value, str):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_CHANNEL_LAYER must be a channel layer alias or None, got {value!r}"
+            )
+        if value is not None and value not in getattr(django_settings, "CHANNEL_LAYERS", {}):
+            # The default alias without CHANNEL_LAYERS simply disables the path.
+            if hasattr(django_settings, "WS4REDIS_CHANNEL_LAYER"):
+                raise ImproperlyConfigured(
+                    f"WS4REDIS_CHANNEL_LAYER is {value!r}, which is not in CHANNEL_LAYERS"
+                )
+            return None
+        return value
+
+    @property
+    def WS4REDIS_ALLOWED_ORIGINS(self) -> list[str] | None:
+        value = _get("WS4REDIS_ALLOWED_ORIGINS")
+        if value is None:
+            return None
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_ALLOWED_ORIGINS must be a list of origins or None, got {value!r}"
+            )
+        return list(value)
+
+
+conf = Settings()

@@ -1,0 +1,45 @@
+"""``manage.py ws4redis_publish``: publish (and store) a message from the shell."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...exceptions import InvalidName
+from ...publisher import channels, publish
+
+
+class Command(BaseCommand):
+    help = (
+        "Publish a message to the sockets of a facility, stored for replay when "
+        "--expire (default WS4REDIS_EXPIRE) is positive. Without an audience "
+        "option the message is broadcast."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("facility", help="facility, e.g. foobar")
+        parser.add_argument("message", help="the message text; '-' reads it from standard input")
+        parser.add_argument("--broadcast", action="store_true", help="every subscriber of the facility")
+        parser.add_argument("--user", action="append", default=[], metavar="NAME", help="a user (repeatable)")
+        parser.add_argument("--session", action="append", default=[], metavar="KEY", help="a session key (repeatable)")
+        parser.add_argument("--group", action="append", default=[], metavar="NAME", help="a group (repeatable)")
+        parser.add_argument("--expire", type=int, default=None, metavar="SECONDS", help="seconds to store it; 0: live only")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        message: str | bytes = options["message"]
+        if message == "-":
+            message = sys.stdin.buffer.read()
+        broadcast = options["broadcast"] or not (options["user"] or options["session"] or options["group"])
+        audiences = dict(
+            broadcast=broadcast, users=options["user"], sessions=options["session"], groups=options["group"]
+        )
+        if options["expire"] is not None and options["expire"] < 0:
+            raise CommandError("--expire must be 0 or more seconds")
+        try:
+            names = channels(options["facility"], **audiences)
+            receivers = publish(options["facility"], message, expire=options["expire"], **audiences)
+        except (InvalidName, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"Published on {', '.join(names)} ({receivers} subscribing processes)")

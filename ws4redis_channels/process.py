@@ -1,0 +1,63 @@
+"""The per-process runtime: the bridge (and channel layer relay) of the running event loop.
+
+Both are created on first use from the settings of that moment (daphne has
+no ASGI lifespan to start them earlier) and torn down by :func:`shutdown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+
+from channels.layers import get_channel_layer
+
+from .bridge import Bridge
+from .conf import conf
+from .connection import parse_target
+from .layer import LayerRelay
+
+__all__ = ["current_bridge", "current_relay", "shutdown"]
+
+logger = logging.getLogger(__name__)
+
+_relays: weakref.WeakKeyDictionary[Bridge, LayerRelay] = weakref.WeakKeyDictionary()
+
+
+def _new_bridge() -> Bridge:
+    relay: LayerRelay | None = None
+    alias = conf.WS4REDIS_CHANNEL_LAYER
+    layer = get_channel_layer(alias) if alias else None
+    bridge = Bridge(
+        parse_target(conf.WS4REDIS_CONNECTION),
+        connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
+        outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+    )
+    if layer is not None:
+        relay = LayerRelay(layer, bridge.deliver_local)
+        bridge.set_watcher(relay.watch)
+        _relays[bridge] = relay
+    return bridge
+
+
+def current_bridge() -> Bridge:
+    """Return the bridge of the running event loop, creating it on first use."""
+    return Bridge.current(_new_bridge)
+
+
+def current_relay() -> LayerRelay | None:
+    """Return the channel layer relay of the running loop's bridge, if there is one."""
+    bridge = Bridge.existing()
+    return _relays.get(bridge) if bridge is not None else None
+
+
+async def shutdown() -> None:
+    """Close the bridge and relay of the running event loop."""
+    bridge = Bridge.existing()
+    if bridge is None:
+        return
+    relay = _relays.pop(bridge, None)
+    if relay is not None:
+        await relay.close()
+    await bridge.close()
+    logger.debug("ws4redis bridge of loop %r closed", asyncio.get_running_loop())

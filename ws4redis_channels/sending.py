@@ -1,0 +1,190 @@
+"""The outbound side of one websocket: deliver messages through ASGI ``send``, bounded.
+
+The bridge fans a message out to many sockets from one loop over their
+:class:`Outlet` objects, without a task per socket. An ASGI ``send`` is a
+coroutine, but under daphne it never suspends: it writes to Twisted at once.
+:meth:`Outlet.deliver` therefore steps the coroutine by hand; only a server
+whose ``send`` really waits (back-pressure, e.g. uvicorn with websockets)
+makes the outlet start a task, and further messages queue behind it.
+
+Either way the bytes waiting for a client are bounded: the queue of such
+messages here and, under daphne, Twisted's write buffer for the socket. Past
+``max_buffer`` bytes the socket is reported as too slow and closed (4507),
+so a client that stops reading costs the server a bounded amount of memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+__all__ = ["Outlet", "raw_send"]
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def raw_send(send: Send) -> Send:
+    """Skip wrappers that pass ``websocket.send`` messages through unchanged.
+
+    Channels' session middleware wraps ``send`` to save sessions on HTTP
+    responses; for websocket messages it only adds a call per message.
+    """
+    from channels.sessions import InstanceSessionWrapper
+
+    while True:
+        owner = getattr(send, "__self__", None)
+        if isinstance(owner, InstanceSessionWrapper) and getattr(send, "__name__", "") == "send":
+            send = owner.real_send
+            continue
+        return send
+
+
+def _twisted_transport(send: Send) -> Any:
+    """Return the Twisted transport behind daphne's ``send``, or None elsewhere."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    try:
+        from daphne.ws_protocol import WebSocketProtocol
+    except ImportError:  # pragma: no cover - daphne is a dependency
+        return None
+    protocol = send.args[0]
+    if not isinstance(protocol, WebSocketProtocol):
+        return None
+    transport = getattr(protocol, "transport", None)
+    if transport is None or not hasattr(transport, "_tempDataLen"):
+        return None
+    return transport
+
+
+def _queued_twisted(transport: Any) -> int:
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
+
+
+def _size(message: dict[str, Any]) -> int:
+    data = message.get("text")
+    if data is None:
+        data = message.get("bytes") or b""
+    return len(data)
+
+
+async def _resume(coroutine: Coroutine[Any, Any, Any], yielded: Any) -> None:
+    """Run a coroutine that was stepped by hand and suspended on ``yielded`` to its end."""
+    while True:
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait((yielded,))
+        except BaseException as exc:
+            coroutine.throw(exc)
+            raise
+        try:
+            yielded = coroutine.send(None)
+        except StopIteration:
+            return
+
+
+class Outlet:
+    """Delivers ASGI messages to one socket and keeps what waits for it bounded."""
+
+    __slots__ = (
+        "__weakref__",
+        "_backlog",
+        "_backlog_bytes",
+        "_max_buffer",
+        "_on_overflow",
+        "_on_redis_lost",
+        "_send",
+        "_task",
+        "_transport",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        *,
+        max_buffer: int,
+        on_overflow: Callable[[], None],
+        on_redis_lost: Callable[[], None],
+    ) -> None:
+        self._send = raw_send(send)
+        self._transport = _twisted_transport(self._send)
+        self._max_buffer = max_buffer
+        self._on_overflow = on_overflow
+        self._on_redis_lost = on_redis_lost
+        self._backlog: collections.deque[dict[str, Any]] | None = None
+        self._backlog_bytes = 0
+        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def buffered(self) -> int:
+        """Return how many bytes wait to be written to this socket (as far as known)."""
+        queued = self._backlog_bytes
+        if self._transport is not None:
+            queued += _queued_twisted(self._transport)
+        return queued
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Send ``message`` now if the server takes it at once, else queue it."""
+        if self.closed:
+            return
+        if self._backlog is not None:
+            self._backlog.append(message)
+            self._backlog_bytes += _size(message)
+            if self._backlog_bytes > self._max_buffer:
+                self._overflow()
+            return
+        coroutine = self._send(message)
+        try:
+            yielded = coroutine.send(None)  # type: ignore[attr-defined]
+        except StopIteration:
+            transport = self._transport
+            if transport is not None and _queued_twisted(transport) > self._max_buffer:
+                self._overflow()
+            return
+        except Exception:
+            logger.debug("Sending to a websocket failed", exc_info=True)
+            return
+        self._backlog = collections.deque()
+        self._task = asyncio.ensure_future(self._drain(coroutine, yielded))
+
+    async def _drain(self, coroutine: Any, yielded: Any) -> None:
+        try:
+            await _resume(coroutine, yielded)
+            backlog = self._backlog
+            while backlog:
+                message = backlog.popleft()
+                self._backlog_bytes -= _size(message)
+                await self._send(message)
+        except Exception:
+            logger.debug("Sending to a websocket failed", exc_info=True)
+        finally:
+            self._backlog = None
+            self._backlog_bytes = 0
+
+    def _overflow(self) -> None:
+        self.closed = True
+        if self._backlog is not None:
+            self._backlog.clear()
+            self._backlog_bytes = 0
+        self._on_overflow()
+
+    def redis_lost(self) -> None:
+        """Called by the bridge when Redis stayed unreachable past the bound."""
+        if not self.closed:
+            self._on_redis_lost()
+
+    async def aclose(self) -> None:
+        """Stop delivering and wait for a send in progress."""
+        self.closed = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

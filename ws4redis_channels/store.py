@@ -1,0 +1,133 @@
+"""Persistence: publish a message and store it under its channel name in one round trip.
+
+The same Lua code runs two ways:
+
+* as a script (``EVALSHA``), which is how the app itself publishes, on any
+  Redis from 2.6 on;
+* as the Redis function ``ws4redis_publish`` (Redis 7+), which the app loads
+  on connect so other languages and ``redis-cli`` can publish *with*
+  persistence by name::
+
+      FCALL ws4redis_publish 1 _broadcast_:foobar "Hello" 3600
+
+A bare ``PUBLISH`` is live-only: nothing is stored, nothing is replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Sequence
+
+import redis
+import redis.asyncio
+
+__all__ = [
+    "FUNCTION_LIBRARY",
+    "FUNCTION_NAME",
+    "PUBLISH_SCRIPT",
+    "afetch",
+    "aload_function",
+    "apublish",
+    "fetch",
+    "load_function",
+    "publish",
+]
+
+logger = logging.getLogger(__name__)
+
+FUNCTION_NAME = "ws4redis_publish"
+
+_BODY = """
+local message = ARGV[1]
+local expire = tonumber(ARGV[2]) or 0
+local receivers = 0
+for _, channel in ipairs(KEYS) do
+  if expire > 0 then
+    redis.call('SET', channel, message, 'EX', expire)
+  end
+  receivers = receivers + redis.call('PUBLISH', channel, message)
+end
+return receivers
+"""
+
+#: KEYS: the channels; ARGV[1]: the message; ARGV[2]: seconds to keep it (0: don't store).
+PUBLISH_SCRIPT = _BODY.strip() + "\n"
+
+#: The function library loaded with ``FUNCTION LOAD REPLACE`` (Redis 7+).
+FUNCTION_LIBRARY = (
+    "#!lua name=ws4redis\n"
+    "local function ws4redis_publish(KEYS, ARGV)\n"
+    + _BODY.strip()
+    + "\nend\n"
+    + f"redis.register_function('{FUNCTION_NAME}', ws4redis_publish)\n"
+)
+
+_sync_scripts: weakref.WeakKeyDictionary[redis.Redis, redis.commands.core.Script] = (
+    weakref.WeakKeyDictionary()
+)
+_async_scripts: weakref.WeakKeyDictionary[
+    redis.asyncio.Redis, redis.commands.core.AsyncScript
+] = weakref.WeakKeyDictionary()
+
+
+def _script(client: redis.Redis) -> redis.commands.core.Script:
+    script = _sync_scripts.get(client)
+    if script is None:
+        script = _sync_scripts[client] = client.register_script(PUBLISH_SCRIPT)
+    return script
+
+
+def _ascript(client: redis.asyncio.Redis) -> redis.commands.core.AsyncScript:
+    script = _async_scripts.get(client)
+    if script is None:
+        script = _async_scripts[client] = client.register_script(PUBLISH_SCRIPT)
+    return script
+
+
+def publish(client: redis.Redis, channels: Sequence[str], message: bytes, expire: int) -> int:
+    """Publish ``message`` on ``channels``, storing it for ``expire`` seconds if positive."""
+    if not channels:
+        return 0
+    return int(_script(client)(keys=list(channels), args=[message, max(expire, 0)]))
+
+
+async def apublish(
+    client: redis.asyncio.Redis, channels: Sequence[str], message: bytes, expire: int
+) -> int:
+    """Asynchronous :func:`publish`."""
+    if not channels:
+        return 0
+    return int(await _ascript(client)(keys=list(channels), args=[message, max(expire, 0)]))
+
+
+def fetch(client: redis.Redis, channel: str) -> bytes | None:
+    """Return the message stored for ``channel``, if any."""
+    value = client.get(channel)
+    return value if value is None else bytes(value)
+
+
+async def afetch(client: redis.asyncio.Redis, channel: str) -> bytes | None:
+    """Asynchronous :func:`fetch`."""
+    value = await client.get(channel)
+    return value if value is None else bytes(value)
+
+
+def load_function(client: redis.Redis) -> bool:
+    """Load the ``ws4redis_publish`` function; return False on Redis older than 7."""
+    try:
+        client.function_load(FUNCTION_LIBRARY, replace=True)
+    except redis.ResponseError as exc:
+        logger.debug("Cannot load the ws4redis function library: %s", exc)
+        return False
+    return True
+
+
+async def aload_function(client: redis.asyncio.Redis) -> bool:
+    """Asynchronous :func:`load_function`."""
+    try:
+        await client.function_load(FUNCTION_LIBRARY, replace=True)
+    except redis.ResponseError as exc:
+        logger.debug("Cannot load the ws4redis function library: %s", exc)
+        return False
+    return True
