@@ -129,7 +129,9 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.subscribe_channels = self._channels(flags, SUBSCRIBE_FLAGS, identity)
         self.publish_channels = self._channels(flags, PUBLISH_FLAGS, identity)
 
-        await self.accept()
+        # Subscribe before accepting: once the client sees the socket open,
+        # everything published from then on reaches it. The outlet holds the
+        # replayed and live messages until the accept has gone out.
         self._outlet = Outlet(
             self.base_send,
             max_buffer=conf.WS4REDIS_MAX_BUFFER_SIZE,
@@ -148,6 +150,8 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 except Exception as exc:
                     # Redis delivery works; only group_send would miss this socket.
                     logger.warning("Channel layer relay not ready for %s: %r", self._where(), exc)
+        await self.accept()
+        self._outlet.release()
         self._tokens = float(conf.WS4REDIS_PUBLISH_BURST)
         self._token_time = time.monotonic()
 

@@ -119,10 +119,21 @@ class Outlet:
         self._max_buffer = max_buffer
         self._on_overflow = on_overflow
         self._on_redis_lost = on_redis_lost
-        self._backlog: collections.deque[dict[str, Any]] | None = None
+        # Messages are held until release(): the socket is not accepted yet.
+        self._backlog: collections.deque[dict[str, Any]] | None = collections.deque()
         self._backlog_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self.closed = False
+
+    def release(self) -> None:
+        """Start sending: deliver what was held back since the outlet was made."""
+        held = self._backlog
+        if held is None or self._task is not None:
+            return
+        self._backlog = None
+        self._backlog_bytes = 0
+        for message in held:
+            self.deliver(message)
 
     def buffered(self) -> int:
         """Return how many bytes wait to be written to this socket (as far as known)."""
