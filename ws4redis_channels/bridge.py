@@ -277,9 +277,13 @@ class Bridge:
                     pass
             raise
 
-    def deliver_local(self, channel: str, payload: bytes) -> None:
-        """Deliver ``payload`` to the local sockets of ``channel`` (channel layer path)."""
-        self._fanout(channel.encode(), payload)
+    def deliver_local(self, channel: str, message: dict[str, Any]) -> None:
+        """Deliver an ASGI ``websocket.send`` message to the local sockets of ``channel``.
+
+        This is the channel layer path: the event says whether it is text or bytes.
+        """
+        payload = message["bytes"] if "bytes" in message else message["text"].encode("utf-8")
+        self._fanout(channel.encode(), payload, message)
 
     async def close(self) -> None:
         """Unsubscribe, close the connection and stop every task of the bridge."""
@@ -441,7 +445,7 @@ class Bridge:
         elif isinstance(value, ReplyError):
             logger.warning("Redis answered the subscriber connection with an error: %s", value)
 
-    def _fanout(self, key: bytes, payload: bytes) -> None:
+    def _fanout(self, key: bytes, payload: bytes, message: dict[str, Any] | None = None) -> None:
         ch = self._channels.get(key)
         if ch is None:
             return
@@ -450,7 +454,8 @@ class Bridge:
         if not ch.sinks:
             return
         skip = ch.take_echo(payload) if ch.echoes else None
-        message = make_message(payload)
+        if message is None:
+            message = make_message(payload)
         for sink in tuple(ch.sinks):
             if sink is not skip:
                 try:

@@ -34,7 +34,7 @@ DEFAULT_GROUP_EXPIRY = 86400
 class LayerRelay:
     """Keeps one layer channel per watched Redis channel and relays its events."""
 
-    def __init__(self, layer: Any, deliver: Callable[[str, bytes], None]) -> None:
+    def __init__(self, layer: Any, deliver: Callable[[str, dict[str, Any]], None]) -> None:
         self.layer = layer
         self._deliver = deliver
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -80,10 +80,13 @@ class LayerRelay:
                 if event.get("type") != EVENT_TYPE:
                     logger.warning("Ignoring channel layer event of type %r", event.get("type"))
                     continue
-                text = event.get("text")
-                payload = text.encode("utf-8") if text is not None else event.get("bytes")
-                if isinstance(payload, (bytes, bytearray)):
-                    self._deliver(channel, bytes(payload))
+                text, data = event.get("text"), event.get("bytes")
+                if isinstance(text, str):
+                    self._deliver(channel, {"type": "websocket.send", "text": text})
+                elif isinstance(data, (bytes, bytearray)):
+                    self._deliver(channel, {"type": "websocket.send", "bytes": bytes(data)})
+                else:
+                    logger.warning("Ignoring %s event without text or bytes", EVENT_TYPE)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
