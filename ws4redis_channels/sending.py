@@ -17,53 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["Outlet", "raw_send"]
+from .transport import Send, daphne_protocol, prefer_close_frames, queued_bytes, raw_send, twisted_transport
+
+__all__ = ["Outlet"]
 
 logger = logging.getLogger(__name__)
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-def raw_send(send: Send) -> Send:
-    """Skip wrappers that pass ``websocket.send`` messages through unchanged.
-
-    Channels' session middleware wraps ``send`` to save sessions on HTTP
-    responses; for websocket messages it only adds a call per message.
-    """
-    from channels.sessions import InstanceSessionWrapper
-
-    while True:
-        owner = getattr(send, "__self__", None)
-        if isinstance(owner, InstanceSessionWrapper) and getattr(send, "__name__", "") == "send":
-            send = owner.real_send
-            continue
-        return send
-
-
-def _twisted_transport(send: Send) -> Any:
-    """Return the Twisted transport behind daphne's ``send``, or None elsewhere."""
-    if not isinstance(send, functools.partial) or not send.args:
-        return None
-    try:
-        from daphne.ws_protocol import WebSocketProtocol
-    except ImportError:  # pragma: no cover - daphne is a dependency
-        return None
-    protocol = send.args[0]
-    if not isinstance(protocol, WebSocketProtocol):
-        return None
-    transport = getattr(protocol, "transport", None)
-    if transport is None or not hasattr(transport, "_tempDataLen"):
-        return None
-    return transport
-
-
-def _queued_twisted(transport: Any) -> int:
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
 
 
 def _size(message: dict[str, Any]) -> int:
@@ -115,7 +77,9 @@ class Outlet:
         on_redis_lost: Callable[[], None],
     ) -> None:
         self._send = raw_send(send)
-        self._transport = _twisted_transport(self._send)
+        protocol = daphne_protocol(self._send)
+        prefer_close_frames(protocol)
+        self._transport = twisted_transport(protocol)
         self._max_buffer = max_buffer
         self._on_overflow = on_overflow
         self._on_redis_lost = on_redis_lost
@@ -139,7 +103,7 @@ class Outlet:
         """Return how many bytes wait to be written to this socket (as far as known)."""
         queued = self._backlog_bytes
         if self._transport is not None:
-            queued += _queued_twisted(self._transport)
+            queued += queued_bytes(self._transport)
         return queued
 
     def deliver(self, message: dict[str, Any]) -> None:
@@ -157,7 +121,7 @@ class Outlet:
             yielded = coroutine.send(None)  # type: ignore[attr-defined]
         except StopIteration:
             transport = self._transport
-            if transport is not None and _queued_twisted(transport) > self._max_buffer:
+            if transport is not None and queued_bytes(transport) > self._max_buffer:
                 self._overflow()
             return
         except Exception:

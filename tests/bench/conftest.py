@@ -1,0 +1,3 @@
+"""The benchmark is not a test suite: pytest collects nothing here (run ``make bench``)."""
+
+collect_ignore_glob = ["*"]

@@ -1,0 +1,161 @@
+"""The floor: the least Python can do to fan Redis messages out to websockets.
+
+A hand-rolled websocket server on a bare ``asyncio.Protocol`` (uvloop when
+installed): it answers the upgrade, keeps each socket's transport in the set
+of its facility, and reads client frames only to answer pings and closes.
+ONE Redis connection ``PSUBSCRIBE``s ``_broadcast_:*``; each message becomes
+one frame, built once and written to every transport of its facility in a
+plain loop. No Django, no ASGI, no per-socket task.
+
+Run as ``python -m tests.bench.floor --port 8001 --redis redis://127.0.0.1:6379/0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import signal
+from collections import defaultdict
+
+import redis.asyncio
+
+__all__ = ["frame", "main"]
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_CHANNEL_PREFIX = b"_broadcast_:"
+_WS_PREFIX = b"/ws/"
+
+sockets: defaultdict[bytes, set[asyncio.Transport]] = defaultdict(set)
+
+
+def frame(payload: bytes) -> bytes:
+    """Return an unmasked, unfragmented text (UTF-8) or binary frame."""
+    try:
+        payload.decode("utf-8")
+        first = 0x81
+    except UnicodeDecodeError:
+        first = 0x82
+    n = len(payload)
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return bytes((first, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((first, 127)) + n.to_bytes(8, "big") + payload
+
+
+class WebsocketProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.facility: bytes | None = None
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.facility is not None and self.transport is not None:
+            sockets[self.facility].discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        data = self.buffer + data
+        if self.facility is None:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = data
+                return
+            self._handshake(data[:end])
+            data = data[end + 4 :]
+        self.buffer = self._client_frames(data)
+
+    def _handshake(self, head: bytes) -> None:
+        assert self.transport is not None
+        lines = head.split(b"\r\n")
+        path = lines[0].split(b" ")[1] if len(lines[0].split(b" ")) > 2 else b""
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        key = headers.get(b"sec-websocket-key")
+        if not path.startswith(_WS_PREFIX) or key is None:
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            self.transport.close()
+            return
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        self.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        self.facility = path[len(_WS_PREFIX) :].split(b"?", 1)[0]
+        sockets[self.facility].add(self.transport)
+
+    def _client_frames(self, data: bytes) -> bytes:
+        # Client frames are masked; only pings and closes need an answer.
+        assert self.transport is not None
+        while len(data) >= 6:
+            opcode = data[0] & 0x0F
+            length = data[1] & 0x7F
+            start = 2
+            if length == 126:
+                length, start = int.from_bytes(data[2:4], "big"), 4
+            elif length == 127:
+                length, start = int.from_bytes(data[2:10], "big"), 10
+            end = start + 4 + length
+            if len(data) < end:
+                break
+            mask = data[start : start + 4]
+            body = bytes(b ^ mask[i % 4] for i, b in enumerate(data[start + 4 : end]))
+            if opcode == 8:
+                self.transport.write(bytes((0x88, len(body[:2]))) + body[:2])
+                self.transport.close()
+                return b""
+            if opcode == 9:
+                self.transport.write(bytes((0x8A, len(body))) + body)
+            data = data[end:]
+        return data
+
+
+async def forward(pubsub: redis.asyncio.client.PubSub) -> None:
+    while True:
+        message = await pubsub.get_message(timeout=None)
+        if message is None or message["type"] != "pmessage":
+            continue
+        facility = message["channel"][len(_CHANNEL_PREFIX) :]
+        data = frame(message["data"])
+        for transport in tuple(sockets.get(facility, ())):
+            transport.write(data)
+
+
+async def serve(host: str, port: int, url: str) -> None:
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
+    client = redis.asyncio.Redis.from_url(url, socket_timeout=None)
+    pubsub = client.pubsub()
+    await pubsub.psubscribe(_CHANNEL_PREFIX + b"*")
+    await pubsub.get_message(timeout=None)  # the confirmation: subscribed from now on
+    reader = asyncio.create_task(forward(pubsub))
+    server = await loop.create_server(WebsocketProtocol, host, port)
+    await asyncio.wait({stop, reader}, return_when=asyncio.FIRST_COMPLETED)
+    server.close()
+    reader.cancel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--redis", required=True)
+    args = parser.parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(args.host, args.port, args.redis))
+    else:
+        uvloop.run(serve(args.host, args.port, args.redis))
+
+
+if __name__ == "__main__":
+    main()

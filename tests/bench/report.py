@@ -1,0 +1,177 @@
+"""Turn the results of a run into the table, the headline ratios and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["headline", "table", "write_json"]
+
+Results = dict[str, dict[str, dict[str, Any]]]
+
+
+def _get(results: Results, server: str, scenario: str, *keys: str) -> Any:
+    value: Any = results.get(server, {}).get(scenario)
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and digits:
+        return f"{value:,.{digits}f}"
+    return f"{round(value):,}"
+
+
+def _losses(results: Results, server: str) -> tuple[int | None, int | None]:
+    lost = dup = None
+    for scenario in ("burst1k", "burst5k", "steady"):
+        entry = results.get(server, {}).get(scenario)
+        if not entry or "error" in entry:
+            continue
+        lost = (lost or 0) + entry.get("lost", 0)
+        dup = (dup or 0) + entry.get("duplicated", 0)
+    return lost, dup
+
+
+def _redis(results: Results, server: str) -> str:
+    for scenario in ("steady", "burst1k", "connect"):
+        conns = _get(results, server, scenario, "redis_connections")
+        if conns:
+            return " + ".join(f"{n}" if role == "server" else f"{n} {role}" for role, n in conns.items())
+    return "-"
+
+
+def _cell(results: Results, server: str, scenario: str, *keys: str, digits: int = 0) -> str:
+    entry = results.get(server, {}).get(scenario)
+    if entry is not None and "error" in entry:
+        return "ERROR"
+    return _num(_get(results, server, scenario, *keys), digits)
+
+
+COLUMNS = [
+    ("server", 14),
+    ("connects/s", 10),
+    ("burst1k del/s", 13),
+    ("burst5k del/s", 13),
+    ("p50 ms", 8),
+    ("p99 ms", 8),
+    ("max ms", 8),
+    ("lost", 8),
+    ("dup", 6),
+    ("KB/idle sock", 12),
+    ("Redis conns", 12),
+]
+
+
+def table(results: Results) -> str:
+    """One row per server; latency from the steady scenario, losses summed over bursts + steady."""
+    rows = [[name for name, _ in COLUMNS]]
+    for server in results:
+        lost, dup = _losses(results, server)
+        rows.append(
+            [
+                server,
+                _cell(results, server, "connect", "connects_per_s"),
+                _cell(results, server, "burst1k", "deliveries_per_s"),
+                _cell(results, server, "burst5k", "deliveries_per_s"),
+                _cell(results, server, "steady", "p50_ms", digits=1),
+                _cell(results, server, "steady", "p99_ms", digits=1),
+                _cell(results, server, "steady", "max_ms", digits=1),
+                _num(lost),
+                _num(dup),
+                _cell(results, server, "idle", "kb_per_socket", digits=1),
+                _redis(results, server),
+            ]
+        )
+    widths = [max(width, *(len(row[i]) for row in rows)) for i, (_, width) in enumerate(COLUMNS)]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _ratio(results: Results, a: str, b: str, scenario: str, key: str) -> float | None:
+    x, y = _get(results, a, scenario, key), _get(results, b, scenario, key)
+    if not x or not y or math.isnan(x) or math.isnan(y):
+        return None
+    return float(x) / float(y)
+
+
+def headline(results: Results) -> dict[str, Any]:
+    """The ratios issue 8 sets targets for (None where a side did not run)."""
+    return {
+        "burst1k_product_over_naive": _ratio(results, "product", "naive", "burst1k", "deliveries_per_s"),
+        "burst1k_product_over_floor": _ratio(results, "product", "floor", "burst1k", "deliveries_per_s"),
+        "burst5k_product_over_naive": _ratio(results, "product", "naive", "burst5k", "deliveries_per_s"),
+        "burst5k_product_over_floor": _ratio(results, "product", "floor", "burst5k", "deliveries_per_s"),
+        "connects_product_over_naive": _ratio(results, "product", "naive", "connect", "connects_per_s"),
+        "p99_ms": {server: _get(results, server, "steady", "p99_ms") for server in results},
+    }
+
+
+def headline_text(ratios: dict[str, Any]) -> str:
+    lines = []
+    for key, value in ratios.items():
+        if key == "p99_ms":
+            parts = [f"{s} {_num(v, 1)}" for s, v in value.items()]
+            lines.append(f"p99 latency (ms, steady): {', '.join(parts)}")
+        elif value is not None:
+            lines.append(f"{key}: {value:.2f}x")
+    return "\n".join(lines)
+
+
+def notes(results: Results) -> str:
+    """Things a reader of the table must know: errors, closes, stalls, CPU use."""
+    lines = []
+    for server, scenarios in results.items():
+        for scenario, entry in scenarios.items():
+            if "error" in entry:
+                lines.append(f"{server}/{scenario}: ERROR {entry['error']}")
+                continue
+            closed = entry.get("closed_by_server")
+            if closed:
+                lines.append(f"{server}/{scenario}: server closed sockets {closed}")
+            if entry.get("failed_handshakes"):
+                lines.append(f"{server}/{scenario}: failed handshakes {entry['failed_handshakes']}")
+            if entry.get("dropped"):
+                lines.append(f"{server}/{scenario}: {entry['dropped']} connections dropped")
+            if entry.get("reordered"):
+                lines.append(f"{server}/{scenario}: {entry['reordered']} deliveries out of order")
+            outcomes = [r["outcome"] for r in entry.get("rounds", [])] or [entry.get("outcome")]
+            if any(o not in (None, "complete") for o in outcomes):
+                lines.append(f"{server}/{scenario}: {', '.join(map(str, outcomes))} (missing = lost)")
+            rounds = entry.get("rounds")
+            if rounds:
+                cpu = rounds[0]["cpu_percent"]
+                lines.append(
+                    f"{server}/{scenario}: CPU in round 1: "
+                    + ", ".join(f"{role} {pct:.0f}%" for role, pct in cpu.items())
+                    + f", client {rounds[0]['client_cpu_percent']:.0f}%"
+                    + f"; burst latency p50 {_num(rounds[0]['p50_ms'], 1)} ms"
+                )
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    path.write_text(json.dumps(clean(data), indent=2) + "\n")

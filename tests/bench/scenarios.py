@@ -1,0 +1,426 @@
+"""The scenarios: what the client does to a freshly started server and what it measures.
+
+Every scenario warms the server up (a few sockets open, receive a probe and
+close), opens its sockets, waits until each of them receives a probe
+message (so "subscribed" means the same for every design), and only then
+opens the measured window. Waiting is always bounded: what has not arrived
+by a round's deadline, or after the deliveries stalled for ``quiet``
+seconds, is counted as lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .client import (
+    Meter,
+    Publisher,
+    Socket,
+    close_all,
+    make_payload,
+    open_sockets,
+    payload_seq,
+    payload_stamp,
+    probe_ready,
+)
+from .measure import cpu_seconds, own_cpu_seconds, redis_connections, rss_kb
+from .profile import Profiler
+from .servers import Running
+
+__all__ = ["FULL", "QUICK", "SCENARIOS", "Bench", "Sizes"]
+
+FACILITY = "bench"
+CHANNEL = b"_broadcast_:" + FACILITY.encode()
+PATH = f"/ws/{FACILITY}?subscribe-broadcast"
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    connect_sockets: int
+    concurrency: int
+    burst1k_sockets: int
+    burst1k_messages: int
+    burst5k_sockets: int
+    burst5k_messages: int
+    rounds: int
+    steady_sockets: int
+    steady_rate: float
+    steady_seconds: float
+    idle_sockets: int
+    payload: int = 64
+    round_timeout: float = 90.0  # per burst round
+    drain_timeout: float = 20.0  # after the last steady publish
+    quiet: float = 5.0  # deliveries stalled this long: the rest is lost
+    ready_timeout: float = 60.0
+    open_timeout: float = 30.0
+    budget: float = 300.0  # per scenario, everything included
+    warmup_sockets: int = 10
+
+
+FULL = Sizes(
+    connect_sockets=1000,
+    concurrency=100,
+    burst1k_sockets=1000,
+    burst1k_messages=200,
+    burst5k_sockets=5000,
+    burst5k_messages=20,
+    rounds=3,
+    steady_sockets=1000,
+    steady_rate=20.0,
+    steady_seconds=10.0,
+    idle_sockets=5000,
+)
+QUICK = Sizes(
+    connect_sockets=200,
+    concurrency=50,
+    burst1k_sockets=200,
+    burst1k_messages=50,
+    burst5k_sockets=1000,
+    burst5k_messages=10,
+    rounds=1,
+    steady_sockets=200,
+    steady_rate=20.0,
+    steady_seconds=3.0,
+    idle_sockets=1000,
+    round_timeout=20.0,
+    drain_timeout=5.0,
+    quiet=3.0,
+    ready_timeout=20.0,
+    open_timeout=15.0,
+    budget=60.0,
+)
+
+
+@dataclass
+class Bench:
+    """What a scenario works with: the running server, Redis, sizes, an optional profiler."""
+
+    server: Running
+    redis_port: int
+    sizes: Sizes
+    profiler: Profiler | None = None
+
+    def profile_start(self, label: str) -> None:
+        if self.profiler is not None:
+            self.profiler.start(self.server.server_pid, f"{self.server.name}-{label}")
+
+    def profile_stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.stop()
+
+    def cpu(self) -> dict[str, float]:
+        return {role: cpu_seconds(pid) for role, pid in self.server.pids().items()}
+
+    def redis_connections(self) -> dict[str, int]:
+        return {
+            role: redis_connections(pid, self.redis_port)
+            for role, pid in self.server.pids().items()
+        }
+
+
+def _percentile(sorted_values: list[int], fraction: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
+    return float(sorted_values[index])
+
+
+def _latency_ms(latencies_ns: list[int]) -> dict[str, float]:
+    values = sorted(latencies_ns)
+    return {
+        "p50_ms": _percentile(values, 0.50) / 1e6,
+        "p99_ms": _percentile(values, 0.99) / 1e6,
+        "max_ms": (values[-1] / 1e6) if values else math.nan,
+    }
+
+
+def tally(sockets: list[Socket], first: int, count: int) -> dict[str, Any]:
+    """Count what each socket received of sequence numbers ``first .. first+count-1``."""
+    expected = range(first, first + count)
+    lost = duplicated = reordered = foreign = delivered = 0
+    latencies: list[int] = []
+    for sock in sockets:
+        seqs = []
+        for payload, at in sock.received():
+            seq = payload_seq(payload)
+            if seq not in expected:
+                foreign += 1
+                continue
+            seqs.append(seq)
+            latencies.append(at - payload_stamp(payload))
+        delivered += len(seqs)
+        if seqs == list(expected):
+            continue
+        distinct = set(seqs)
+        lost += count - len(distinct)
+        duplicated += len(seqs) - len(distinct)
+        reordered += sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)
+    return {
+        "delivered": delivered,
+        "lost": lost,
+        "duplicated": duplicated,
+        "reordered": reordered,
+        "foreign": foreign,
+        **_latency_ms(latencies),
+    }
+
+
+async def _wait_deliveries(meter: Meter, done: asyncio.Future[None], timeout: float, quiet: float) -> str:
+    """Wait until everything arrived, the deadline passed, or deliveries stalled."""
+    began = time.monotonic_ns()
+    deadline = time.monotonic() + timeout
+    while not done.done():
+        if time.monotonic() > deadline:
+            return "deadline"
+        last = max(meter.frames_ns, began)
+        if time.monotonic_ns() - last > quiet * 1e9:
+            return "stalled"
+        await asyncio.wait({done}, timeout=0.05)
+    return "complete"
+
+
+class _Session:
+    """Sockets, meter and publisher of one scenario, cleaned up on exit."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.meter = Meter()
+        self.sockets: list[Socket] = []
+        self.publisher: Publisher | None = None
+        self.failures: collections.Counter[str] = collections.Counter()
+
+    async def __aenter__(self) -> _Session:
+        self.publisher = await Publisher.connect(HOST, self.bench.redis_port)
+        await self.warm_up()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        close_all(self.sockets)
+        if self.publisher is not None:
+            self.publisher.close()
+
+    async def open(self, count: int) -> float:
+        sizes = self.bench.sizes
+        opened = await open_sockets(
+            HOST,
+            self.bench.server.port,
+            PATH,
+            count,
+            self.meter,
+            concurrency=sizes.concurrency,
+            timeout=sizes.open_timeout,
+        )
+        self.sockets.extend(opened.sockets)
+        self.failures.update(opened.failures)
+        return opened.seconds
+
+    async def ready(self) -> float:
+        assert self.publisher is not None
+        return await probe_ready(
+            self.sockets,
+            self.meter,
+            self.publisher,
+            CHANNEL,
+            timeout=self.bench.sizes.ready_timeout,
+        )
+
+    async def warm_up(self, count: int | None = None) -> None:
+        """Open, probe and close a few sockets: lazy set-up happens outside the window."""
+        count = count or self.bench.sizes.warmup_sockets
+        await self.open(count)
+        await self.ready()
+        close_all(self.sockets)
+        self.sockets.clear()
+        self.failures.clear()
+        self.meter.closes.clear()
+        self.meter.dropped = 0
+        await asyncio.sleep(0.5)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "sockets": len(self.sockets),
+            "failed_handshakes": dict(self.failures),
+            "closed_by_server": {str(k): v for k, v in self.meter.closes.items()},
+            "dropped": self.meter.dropped,
+        }
+
+
+async def connect(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    async with _Session(bench) as session:
+        bench.profile_start("connect")
+        opened = await open_sockets(
+            HOST,
+            bench.server.port,
+            PATH,
+            sizes.connect_sockets,
+            session.meter,
+            concurrency=sizes.concurrency,
+            timeout=sizes.open_timeout,
+        )
+        bench.profile_stop()
+        session.sockets = opened.sockets
+        session.failures.update(opened.failures)
+        ready = await session.ready()
+        handshakes = sorted(int(ms * 1e6) for ms in opened.handshake_ms)
+        return {
+            "sockets": sizes.connect_sockets,
+            "concurrency": sizes.concurrency,
+            "connects_per_s": len(opened.sockets) / opened.seconds,
+            "handshake": _latency_ms(handshakes),
+            "all_receiving_after_s": opened.seconds + ready,
+            "redis_connections": bench.redis_connections(),
+            **session.health(),
+        }
+
+
+async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[str, Any]:
+    sizes = bench.sizes
+    async with _Session(bench) as session:
+        assert session.publisher is not None
+        await session.open(sockets)
+        await session.ready()
+        connections = bench.redis_connections()
+        rounds: list[dict[str, Any]] = []
+        bench.profile_start(label)
+        for number in range(sizes.rounds):
+            for sock in session.sockets:
+                sock.clear()
+            live = [s for s in session.sockets if not s.gone]
+            done = session.meter.expect(messages * len(live))
+            first = number * messages
+            cpu_before, own_before = bench.cpu(), own_cpu_seconds()
+            began = time.monotonic_ns()
+            session.publisher.write(
+                b"".join(
+                    Publisher.command(CHANNEL, make_payload(first + i, sizes.payload))
+                    for i in range(messages)
+                )
+            )
+            outcome = await _wait_deliveries(session.meter, done, sizes.round_timeout, sizes.quiet)
+            seconds = (session.meter.last_ns - began) / 1e9 if session.meter.last_ns else math.nan
+            cpu_after, own_after = bench.cpu(), own_cpu_seconds()
+            wall = (time.monotonic_ns() - began) / 1e9
+            counted = tally(live, first, messages)
+            rounds.append(
+                {
+                    "outcome": outcome,
+                    "seconds": seconds,
+                    "deliveries_per_s": counted["delivered"] / seconds if seconds else math.nan,
+                    "cpu_percent": {
+                        role: 100 * (cpu_after[role] - cpu_before[role]) / wall for role in cpu_after
+                    },
+                    "client_cpu_percent": 100 * (own_after - own_before) / wall,
+                    **counted,
+                }
+            )
+            if outcome != "complete" or seconds > 20:
+                break  # a slow or lossy design gets one round: the budget is bounded
+        bench.profile_stop()
+        rates = [r["deliveries_per_s"] for r in rounds]
+        return {
+            "sockets": sockets,
+            "messages": messages,
+            "deliveries_per_s": statistics.median(rates),
+            "lost": sum(r["lost"] for r in rounds),
+            "duplicated": sum(r["duplicated"] for r in rounds),
+            "reordered": sum(r["reordered"] for r in rounds),
+            "rounds": rounds,
+            "redis_connections": connections,
+            **session.health(),
+        }
+
+
+async def burst1k(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    return await _burst(bench, sizes.burst1k_sockets, sizes.burst1k_messages, "burst1k")
+
+
+async def burst5k(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    return await _burst(bench, sizes.burst5k_sockets, sizes.burst5k_messages, "burst5k")
+
+
+async def steady(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    messages = round(sizes.steady_rate * sizes.steady_seconds)
+    async with _Session(bench) as session:
+        assert session.publisher is not None
+        await session.open(sizes.steady_sockets)
+        await session.ready()
+        connections = bench.redis_connections()
+        for sock in session.sockets:
+            sock.clear()
+        live = [s for s in session.sockets if not s.gone]
+        done = session.meter.expect(messages * len(live))
+        loop = asyncio.get_running_loop()
+        bench.profile_start("steady")
+        cpu_before, own_before = bench.cpu(), own_cpu_seconds()
+        began = time.monotonic()
+        start = loop.time() + 0.05
+        late = 0.0
+        for i in range(messages):
+            target = start + i / sizes.steady_rate
+            await asyncio.sleep(max(0.0, target - loop.time()))
+            late = max(late, loop.time() - target)
+            session.publisher.publish(CHANNEL, make_payload(i, sizes.payload))
+        outcome = await _wait_deliveries(session.meter, done, sizes.drain_timeout, sizes.quiet)
+        wall = time.monotonic() - began
+        cpu_after, own_after = bench.cpu(), own_cpu_seconds()
+        bench.profile_stop()
+        counted = tally(live, 0, messages)
+        return {
+            "sockets": sizes.steady_sockets,
+            "rate": sizes.steady_rate,
+            "messages": messages,
+            "outcome": outcome,
+            "publisher_max_late_ms": late * 1000,
+            "cpu_percent": {
+                role: 100 * (cpu_after[role] - cpu_before[role]) / wall for role in cpu_after
+            },
+            "client_cpu_percent": 100 * (own_after - own_before) / wall,
+            "redis_connections": connections,
+            **counted,
+            **session.health(),
+        }
+
+
+async def idle(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    async with _Session(bench) as session:
+        await asyncio.sleep(1.0)
+        before = {role: rss_kb(pid) for role, pid in bench.server.pids().items()}
+        await session.open(sizes.idle_sockets)
+        await session.ready()
+        await asyncio.sleep(2.0)
+        after = {role: rss_kb(pid) for role, pid in bench.server.pids().items()}
+        sockets = len([s for s in session.sockets if not s.gone])
+        return {
+            "sockets": sockets,
+            "rss_kb_before": before,
+            "rss_kb_after": after,
+            "kb_per_socket": (after["server"] - before["server"]) / max(1, sockets),
+            "redis_connections": bench.redis_connections(),
+            **session.health(),
+        }
+
+
+SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
+    "connect": connect,
+    "burst1k": burst1k,
+    "burst5k": burst5k,
+    "steady": steady,
+    "idle": idle,
+}
+
+
+def sizes_dict(sizes: Sizes) -> dict[str, Any]:
+    return asdict(sizes)

@@ -1,0 +1,67 @@
+"""What can be learnt about the server behind an ASGI ``send``, and used when it is daphne.
+
+ASGI hides the connection, but two things matter for a push server and
+daphne offers them: how many bytes wait unsent for a socket (ASGI passes no
+back-pressure, so a client that stops reading would grow the server's memory
+without bound) and whether a protocol error is answered with a close frame.
+Everything here is optional: under another server the functions return None
+or do nothing, and the app still works.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["daphne_protocol", "prefer_close_frames", "queued_bytes", "raw_send"]
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def raw_send(send: Send) -> Send:
+    """Skip wrappers that pass ``websocket.send`` messages through unchanged.
+
+    Channels' session middleware wraps ``send`` to save sessions on HTTP
+    responses; for websocket messages it only adds a call per message.
+    """
+    from channels.sessions import InstanceSessionWrapper
+
+    while True:
+        owner = getattr(send, "__self__", None)
+        if isinstance(owner, InstanceSessionWrapper) and getattr(send, "__name__", "") == "send":
+            send = owner.real_send
+            continue
+        return send
+
+
+def daphne_protocol(send: Send) -> Any:
+    """Return daphne's websocket protocol object behind ``send`` (unwrapped), or None."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    try:
+        from daphne.ws_protocol import WebSocketProtocol
+    except ImportError:  # pragma: no cover - daphne is a dependency
+        return None
+    protocol = send.args[0]
+    return protocol if isinstance(protocol, WebSocketProtocol) else None
+
+
+def twisted_transport(protocol: Any) -> Any:
+    """Return the plain TCP transport of a daphne protocol, or None (e.g. TLS)."""
+    transport = getattr(protocol, "transport", None)
+    if transport is None or not hasattr(transport, "_tempDataLen"):
+        return None
+    return transport
+
+
+def queued_bytes(transport: Any) -> int:
+    """Return the bytes Twisted holds for ``transport`` that the kernel has not taken yet."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
+
+
+def prefer_close_frames(protocol: Any) -> None:
+    """Make autobahn answer protocol errors (invalid UTF-8, oversize frames) with a close
+    frame carrying the code (1007, 1009) instead of dropping the TCP connection."""
+    if protocol is not None and hasattr(protocol, "failByDrop"):
+        protocol.failByDrop = False
