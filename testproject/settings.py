@@ -52,6 +52,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # WEBSOCKET_URI and WS4REDIS_HEARTBEAT for the pages' websocket clients
+                "ws4redis_channels.context_processors.default",
             ],
         },
     },

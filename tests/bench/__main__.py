@@ -1,0 +1,246 @@
+"""Run the benchmark: ``python -m tests.bench [--servers ...] [--scenarios ...] [--quick]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from testproject.redis_server import RedisServer
+from tests.servers import ROOT
+
+from .measure import raise_open_files
+from .profile import Profiler
+from .report import headline, headline_text, notes, table, write_json
+from .scenarios import FULL, QUICK, SCENARIOS, Bench
+from .servers import SERVERS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# Servers whose losses mean the harness itself is broken.
+MUST_NOT_LOSE = ("floor",)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated, from: {', '.join(SERVERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
+    parser.add_argument("--rounds", type=int, help="burst rounds per scenario (median is reported)")
+    parser.add_argument("--payload", type=int, help="payload size in bytes (default 64)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record each measured window with py-spy (results/<run>-profiles/)",
+    )
+    parser.add_argument("--profile-native", action="store_true", help="py-spy --native as well")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if the product lost or duplicated a delivery",
+    )
+    parser.add_argument("--json", type=Path, help="where to write the JSON (default: results/)")
+    args = parser.parse_args(argv)
+    args.servers = _choose(parser, args.servers, SERVERS, "server")
+    args.scenarios = _choose(parser, args.scenarios, SCENARIOS, "scenario")
+    return args
+
+
+def _choose(parser: argparse.ArgumentParser, value: str, known: Any, kind: str) -> list[str]:
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    for name in chosen:
+        if name not in known:
+            parser.error(f"unknown {kind} {name!r}; choose from {', '.join(known)}")
+    return chosen
+
+
+def _migrate(db_path: str) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "TESTPROJECT_DB": db_path,
+    }
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+
+
+def _new_loop() -> tuple[asyncio.AbstractEventLoop, str]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop(), "asyncio"
+    return uvloop.new_event_loop(), f"uvloop {uvloop.__version__}"
+
+
+def _git() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("django", "channels", "channels-redis", "daphne", "redis", "twisted", "uvloop"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _summary(server: str, scenario: str, result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"{server}/{scenario}: ERROR {result['error']}"
+    keys = ("connects_per_s", "deliveries_per_s", "p99_ms", "kb_per_socket", "lost", "duplicated")
+    parts = []
+    for key in keys:
+        value = result.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{key}={value:,.1f}" if isinstance(value, float) else f"{key}={value:,}")
+    return f"{server}/{scenario}: {' '.join(parts)}"
+
+
+def run(args: argparse.Namespace) -> int:
+    sizes = QUICK if args.quick else FULL
+    if args.rounds:
+        sizes = dataclasses.replace(sizes, rounds=args.rounds)
+    if args.payload:
+        sizes = dataclasses.replace(sizes, payload=args.payload)
+    open_files = raise_open_files(32768)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    profiler = None
+    if args.profile or args.profile_native:
+        profiler = Profiler(RESULTS / f"{stamp}-profiles", native=args.profile_native)
+        if not profiler.available:
+            print("py-spy not found: pip install py-spy (profiling skipped)", file=sys.stderr)
+            profiler = None
+    loop, loop_name = _new_loop()
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ws4redis-bench-") as tmp:
+        db_path = os.path.join(tmp, "db.sqlite3")
+        _migrate(db_path)
+        with RedisServer() as redis_server:
+            admin = redis.Redis(port=redis_server.port)
+            for name in args.servers:
+                spec = SERVERS[name]
+                results[name] = {}
+                for scenario in args.scenarios:
+                    admin.flushall()
+                    results[name][scenario] = _one(
+                        loop, spec, scenario, redis_server, db_path, sizes, profiler
+                    )
+                    print(_summary(name, scenario, results[name][scenario]), flush=True)
+            admin.close()
+    loop.close()
+
+    ratios = headline(results)
+    print()
+    print(table(results))
+    print()
+    print(headline_text(ratios))
+    remarks = notes(results)
+    if remarks:
+        print()
+        print(remarks)
+    if profiler is not None and profiler.outputs:
+        print(f"\nprofiles (collapsed stacks + .summary): {profiler.directory}")
+    data = {
+        "started": stamp,
+        "seconds": time.monotonic() - began,
+        "git": _git(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_at_end": os.getloadavg(),
+            "open_files_limit": open_files,
+        },
+        "client": {"process": "one", "loop": loop_name},
+        "versions": _versions(),
+        "sizes": dataclasses.asdict(sizes),
+        "servers": {name: SERVERS[name].description for name in args.servers},
+        "headline": ratios,
+        "results": results,
+    }
+    path = args.json or RESULTS / f"{stamp}.json"
+    write_json(path, data)
+    print(f"\nJSON: {path}")
+    return _status(results, strict=args.strict)
+
+
+def _one(
+    loop: asyncio.AbstractEventLoop,
+    spec: Any,
+    scenario: str,
+    redis_server: RedisServer,
+    db_path: str,
+    sizes: Any,
+    profiler: Profiler | None,
+) -> dict[str, Any]:
+    """Start the server afresh, run one scenario within its budget, stop the server."""
+    try:
+        running = spec.start(redis_server.url, db_path)
+    except Exception as exc:
+        return {"error": f"server did not start: {exc}"}
+    bench = Bench(running, redis_server.port, sizes, profiler)
+    result: dict[str, Any]
+    try:
+        result = loop.run_until_complete(asyncio.wait_for(SCENARIOS[scenario](bench), sizes.budget))
+    except Exception as exc:
+        kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else repr(exc)
+        result = {"error": f"{kind} (budget {sizes.budget:.0f}s)" if kind == "timeout" else kind}
+        bench.profile_stop()
+    exited = running.exited()
+    if exited:
+        result["server_exited"] = exited
+    if "error" in result or exited:
+        result["log_tail"] = running.log_tail()
+    running.stop()
+    loop.run_until_complete(asyncio.sleep(0.1))  # let closed transports finish
+    return result
+
+
+def _status(results: dict[str, dict[str, dict[str, Any]]], *, strict: bool) -> int:
+    status = 0
+    for server, scenarios in results.items():
+        for scenario, entry in scenarios.items():
+            if "error" in entry and server in ("product", *MUST_NOT_LOSE):
+                print(f"FAILED: {server}/{scenario} did not complete", file=sys.stderr)
+                status = 1
+            losses = entry.get("lost", 0) + entry.get("duplicated", 0)
+            if losses and (server in MUST_NOT_LOSE or (strict and server == "product")):
+                print(f"FAILED: {server}/{scenario} lost or duplicated {losses}", file=sys.stderr)
+                status = 1
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(_parse(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
