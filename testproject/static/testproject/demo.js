@@ -1,0 +1,85 @@
+// Helpers shared by the demo pages: the server's configuration, a status line, log lines.
+// The websocket work itself is ws4redis.js; these only display what it reports.
+(function () {
+  "use strict";
+
+  var config = JSON.parse(document.getElementById("demo-config").textContent);
+
+  function describeClose(info) {
+    var reason = info.reason || config.closeReasons[info.code] || "connection lost";
+    return "code " + info.code + ": " + reason;
+  }
+
+  // Keep `element` showing the client's state and why it last closed.
+  function showStatus(client, element) {
+    var last = null;
+    function render() {
+      var state = client.state;
+      var text = state;
+      if (state === "open") {
+        text = "connected";
+      } else if (state === "connecting") {
+        text = "connecting…";
+      } else if (state === "reconnecting" && last) {
+        text = "disconnected (" + describeClose(last) + "); retrying in " +
+               (last.delay / 1000).toFixed(1) + " s";
+      } else if (state === "closed" && last) {
+        text = "closed (" + describeClose(last) + ")" + (last.wasClean ? "" : "; will not retry");
+      }
+      element.textContent = text;
+      element.dataset.state = state;
+    }
+    client.on("close", function (info) { last = info; render(); });
+    client.on("state", render);
+    render();
+  }
+
+  // Append a line to a list: a time stamp, then the given parts ([className, text] pairs).
+  function addLine(list, parts) {
+    var item = document.createElement("li");
+    var time = document.createElement("time");
+    time.textContent = new Date().toLocaleTimeString();
+    item.appendChild(time);
+    parts.forEach(function (part) {
+      var span = document.createElement("span");
+      span.className = part[0];
+      span.textContent = part[1];
+      item.appendChild(span);
+    });
+    list.appendChild(item);
+    list.scrollTop = list.scrollHeight;
+    return item;
+  }
+
+  // Text of a received message: binary frames are described, not shown.
+  function messageText(data) {
+    if (typeof data === "string") {
+      return data;
+    }
+    var size = data.byteLength !== undefined ? data.byteLength : data.size;
+    return "[binary frame, " + size + " bytes]";
+  }
+
+  // POST a form with fetch and return the parsed JSON answer (or the error text).
+  function postForm(form) {
+    return fetch(form.action, {
+      method: "POST",
+      body: new FormData(form),
+      headers: { "Accept": "application/json" },
+      credentials: "same-origin"
+    }).then(function (response) {
+      return response.ok ? response.json() : response.text().then(function (text) {
+        throw new Error(text);
+      });
+    });
+  }
+
+  window.Demo = {
+    config: config,
+    describeClose: describeClose,
+    showStatus: showStatus,
+    addLine: addLine,
+    messageText: messageText,
+    postForm: postForm
+  };
+})();

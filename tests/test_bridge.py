@@ -1,0 +1,154 @@
+"""The per-process bridge against a real Redis: subscriptions, replay, bursts, outages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+
+from testproject.redis_server import RedisServer, free_port
+from tests.conftest import TIMEOUT
+from ws4redis_channels import store
+from ws4redis_channels.bridge import Bridge
+from ws4redis_channels.connection import async_client, parse_target
+from ws4redis_channels.exceptions import RedisUnavailable
+
+
+class Collect:
+    """A sink that records what it gets."""
+
+    def __init__(self) -> None:
+        self.messages: list[str | bytes] = []
+        self.lost = asyncio.Event()
+        self.arrived = asyncio.Event()
+
+    def deliver(self, message: dict) -> None:
+        self.messages.append(message.get("text", message.get("bytes")))
+        self.arrived.set()
+
+    def redis_lost(self) -> None:
+        self.lost.set()
+
+    async def wait_for(self, count: int) -> list[str | bytes]:
+        async def enough() -> None:
+            while len(self.messages) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(enough(), TIMEOUT)
+        return self.messages
+
+
+@pytest.fixture
+async def bridge(redis_server) -> AsyncIterator[Bridge]:
+    instance = Bridge(parse_target(redis_server.url), connect_timeout=5, outage_timeout=30)
+    yield instance
+    await instance.close()
+
+
+async def numsub(client: redis.Redis, channel: str, expected: int) -> None:
+    for _ in range(200):
+        if client.pubsub_numsub(channel)[0][1] == expected:
+            return
+        await asyncio.sleep(0.02)
+    assert client.pubsub_numsub(channel)[0][1] == expected
+
+
+async def test_a_channel_is_subscribed_while_a_sink_needs_it(bridge, redis_client):
+    a, b = Collect(), Collect()
+    await bridge.join(a, ["_broadcast_:x"])
+    await bridge.join(b, ["_broadcast_:x", "john:x"])
+    assert bridge.subscriptions() == ["_broadcast_:x", "john:x"]
+    assert redis_client.pubsub_numsub("_broadcast_:x")[0][1] == 1  # one connection for both
+    redis_client.publish("_broadcast_:x", "hi")
+    redis_client.publish("john:x", "john")
+    assert await a.wait_for(1) == ["hi"]
+    assert await b.wait_for(2) == ["hi", "john"]
+    bridge.leave(a, ["_broadcast_:x"])
+    assert bridge.subscriptions() == ["_broadcast_:x", "john:x"]
+    bridge.leave(b, ["_broadcast_:x", "john:x"])
+    assert bridge.subscriptions() == []
+    await numsub(redis_client, "_broadcast_:x", 0)
+    await numsub(redis_client, "john:x", 0)
+
+
+async def test_a_connect_burst_of_1000_sinks_shares_one_subscription(bridge, redis_client):
+    """The redis-py trap: concurrent first subscriptions must not land on another connection."""
+    sinks = [Collect() for _ in range(1000)]
+    await asyncio.gather(*(bridge.join(s, [f"_broadcast_:burst{i % 7}"]) for i, s in enumerate(sinks)))
+    for i in range(7):
+        assert redis_client.publish(f"_broadcast_:burst{i}", f"m{i}") == 1
+    for i, sink in enumerate(sinks):
+        assert await sink.wait_for(1) == [f"m{i % 7}"]
+
+
+async def test_the_stored_message_comes_first_and_once(bridge, redis_server, redis_client):
+    client = async_client(parse_target(redis_server.url))
+    await store.apublish(client, ["_broadcast_:stored"], b"old", 60)
+    sink = Collect()
+    await bridge.join(sink, ["_broadcast_:stored"])
+    await store.apublish(client, ["_broadcast_:stored"], b"new", 60)
+    assert await sink.wait_for(2) == ["old", "new"]
+    await asyncio.sleep(0.2)
+    assert sink.messages == ["old", "new"]
+
+
+async def test_publications_of_a_sink_skip_it_without_echo(bridge, redis_client):
+    me, other = Collect(), Collect()
+    await bridge.join(me, ["_broadcast_:e"])
+    await bridge.join(other, ["_broadcast_:e"])
+    await bridge.publish(me, ["_broadcast_:e"], b"same", 0, echo=False)
+    await bridge.publish(None, ["_broadcast_:e"], b"same", 0)
+    assert await other.wait_for(2) == ["same", "same"]
+    assert await me.wait_for(1) == ["same"]  # only the one it did not send
+    await asyncio.sleep(0.1)
+    assert me.messages == ["same"]
+
+
+async def test_joining_fails_fast_when_redis_is_unreachable():
+    bridge = Bridge(parse_target(f"redis://127.0.0.1:{free_port()}/0"), connect_timeout=1, outage_timeout=30)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RedisUnavailable):
+        await bridge.join(Collect(), ["_broadcast_:x"])
+    assert loop.time() - started < 2
+    await asyncio.sleep(0.1)  # the first attempt has failed by now: later joins fail at once
+    started = loop.time()
+    with pytest.raises(RedisUnavailable):
+        await bridge.join(Collect(), ["_broadcast_:x"])
+    assert loop.time() - started < 0.1
+    await bridge.close()
+
+
+@pytest.mark.slow
+async def test_a_restarted_redis_is_resubscribed_and_sinks_keep_receiving():
+    with RedisServer() as server:
+        bridge = Bridge(parse_target(server.url), connect_timeout=2, outage_timeout=30)
+        sink = Collect()
+        await bridge.join(sink, ["_broadcast_:r"])
+        server.stop()
+        await asyncio.sleep(0.5)
+        server.start()
+        client = redis.Redis(port=server.port)
+        for _ in range(200):
+            if client.pubsub_numsub("_broadcast_:r")[0][1] == 1:
+                break
+            await asyncio.sleep(0.05)
+        client.publish("_broadcast_:r", "after restart")
+        assert await sink.wait_for(1) == ["after restart"]
+        assert not sink.lost.is_set()
+        client.close()
+        await bridge.close()
+
+
+@pytest.mark.slow
+async def test_sinks_are_told_when_redis_stays_down_past_the_bound():
+    with RedisServer() as server:
+        bridge = Bridge(parse_target(server.url), connect_timeout=2, outage_timeout=1)
+        sink = Collect()
+        await bridge.join(sink, ["_broadcast_:down"])
+        server.stop()
+        await asyncio.wait_for(sink.lost.wait(), 5)
+        await bridge.close()
