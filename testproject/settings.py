@@ -109,11 +109,9 @@ if "WS4REDIS_MAX_BUFFER_SIZE" in os.environ:
 if "WS4REDIS_PUBLISH_RATE" in os.environ:
     WS4REDIS_PUBLISH_RATE = float(os.environ["WS4REDIS_PUBLISH_RATE"])
 
+# daphne configures the root handler; this only sets how much the app says.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {
-        "ws4redis_channels": {"handlers": ["console"], "level": os.environ.get("WS4REDIS_LOG_LEVEL", "INFO")},
-    },
+    "loggers": {"ws4redis_channels": {"level": os.environ.get("WS4REDIS_LOG_LEVEL", "INFO")}},
 }

@@ -41,7 +41,7 @@ __all__ = ["Bridge", "Sink", "make_message"]
 logger = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 0.1
-BACKOFF_MAX = 5.0
+BACKOFF_MAX = 1.0
 HEALTH_INTERVAL = 15.0
 HEALTH_TIMEOUT = 10.0
 MAX_PENDING_ECHOES = 1000
@@ -56,6 +56,9 @@ class Sink(Protocol):
 
     def redis_lost(self) -> None:
         """Redis stayed unreachable past the bound: close the socket."""
+
+    def going_away(self) -> None:
+        """The server shuts down: close the socket with 1001."""
 
 
 def make_message(payload: bytes) -> dict[str, Any]:
@@ -152,6 +155,8 @@ class Bridge:
         self._on_watch: Callable[[str, bool], None] | None = None
         self._loop = asyncio.get_running_loop()
         self._channels: dict[bytes, _Channel] = {}
+        # Every sink between join() and leave(), subscribed to something or not.
+        self._members: dict[Sink, None] = {}
         self._protocol: _SubscriberProtocol | None = None
         self._connected = asyncio.Event()
         self._replies: collections.deque[asyncio.Future[Value]] = collections.deque()
@@ -195,6 +200,10 @@ class Bridge:
         """Return the channels the bridge is subscribed to (or subscribing)."""
         return sorted(ch.key.decode() for ch in self._channels.values() if ch.requested)
 
+    def members(self) -> list[Sink]:
+        """Return every sink that joined and has not left."""
+        return list(self._members)
+
     def local_sinks(self, channel: str) -> int:
         """Return how many local sockets receive ``channel``."""
         ch = self._channels.get(channel.encode())
@@ -208,7 +217,10 @@ class Bridge:
         """
         if self._down_since is not None:
             raise RedisUnavailable(f"Redis at {self.target.describe()} is unreachable")
+        self._members[sink] = None
         keys = list(dict.fromkeys(c.encode() for c in channels))
+        if not keys:
+            return
         future: asyncio.Future[None] = self._loop.create_future()
         for key in keys:
             ch = self._channels.get(key)
@@ -233,7 +245,8 @@ class Bridge:
             raise
 
     def leave(self, sink: Sink, channels: Iterable[str]) -> None:
-        """Remove ``sink`` from ``channels``; unsubscribe channels nobody needs."""
+        """Remove ``sink`` from ``channels`` (all of its channels); unsubscribe channels nobody needs."""
+        self._members.pop(sink, None)
         for channel in channels:
             ch = self._channels.get(channel.encode())
             if ch is None:
@@ -300,8 +313,9 @@ class Bridge:
                 protocol.transport.write(encode_command("UNSUBSCRIBE"))
             protocol.transport.close()
         self._runner.cancel()
-        await asyncio.gather(self._runner, return_exceptions=True)
+        await asyncio.gather(self._runner, *self._background, return_exceptions=True)
         self._channels.clear()
+        self._members.clear()
 
     # -- subscription bookkeeping -------------------------------------------
 
@@ -606,10 +620,7 @@ class Bridge:
 
     def _give_up(self) -> None:
         self._give_up_handle = None
-        sinks: dict[Sink, None] = {}
-        for ch in self._channels.values():
-            sinks.update(ch.sinks)
-            sinks.update(dict.fromkeys(ch.joining))
+        sinks = self.members()
         logger.error(
             "Redis at %s unreachable for %ss; closing %d sockets with 4503",
             self.target.describe(),

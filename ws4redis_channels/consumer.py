@@ -139,8 +139,8 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             on_redis_lost=self._redis_lost,
         )
         self._bridge = current_bridge()
+        await self._bridge.join(self._outlet, self.subscribe_channels)
         if self.subscribe_channels:
-            await self._bridge.join(self._outlet, self.subscribe_channels)
             relay = current_relay()
             if relay is not None:
                 try:

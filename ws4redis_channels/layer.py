@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "ws4redis.message"
 DEFAULT_GROUP_EXPIRY = 86400
+RETRY_FIRST = 0.5
+RETRY_MAX = 10.0
 
 
 class LayerRelay:
@@ -68,38 +70,43 @@ class LayerRelay:
 
     async def _relay(self, channel: str) -> None:
         group = group_for(channel)
-        name = await self.layer.new_channel("ws4redis.")
-        try:
-            await self.layer.group_add(group, name)
-            self._members[channel] = name
-            ready = self._ready.get(channel)
-            if ready is not None and not ready.done():
-                ready.set_result(None)
-            while True:
-                event = await self.layer.receive(name)
-                if event.get("type") != EVENT_TYPE:
-                    logger.warning("Ignoring channel layer event of type %r", event.get("type"))
-                    continue
-                text, data = event.get("text"), event.get("bytes")
-                if isinstance(text, str):
-                    self._deliver(channel, {"type": "websocket.send", "text": text})
-                elif isinstance(data, (bytes, bytearray)):
-                    self._deliver(channel, {"type": "websocket.send", "bytes": bytes(data)})
-                else:
-                    logger.warning("Ignoring %s event without text or bytes", EVENT_TYPE)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            ready = self._ready.get(channel)
-            if ready is not None and not ready.done():
-                ready.set_exception(exc)
-            logger.warning("Relaying channel layer events for %r failed: %r", channel, exc)
-        finally:
-            self._members.pop(channel, None)
+        delay = RETRY_FIRST
+        while True:
+            name = await self.layer.new_channel("ws4redis.")
             try:
-                await self.layer.group_discard(group, name)
-            except Exception as exc:  # the layer may be gone at shutdown
-                logger.debug("group_discard(%r) failed: %r", group, exc)
+                await self.layer.group_add(group, name)
+                self._members[channel] = name
+                ready = self._ready.get(channel)
+                if ready is not None and not ready.done():
+                    ready.set_result(None)
+                delay = RETRY_FIRST
+                while True:
+                    self._relay_event(channel, await self.layer.receive(name))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # e.g. Redis restarted under the layer: join again after a pause.
+                logger.warning("Channel layer relay for %r failed (%r); retrying", channel, exc)
+            finally:
+                self._members.pop(channel, None)
+                try:
+                    await self.layer.group_discard(group, name)
+                except Exception as exc:  # the layer may be gone at shutdown
+                    logger.debug("group_discard(%r) failed: %r", group, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    def _relay_event(self, channel: str, event: dict[str, Any]) -> None:
+        if event.get("type") != EVENT_TYPE:
+            logger.warning("Ignoring channel layer event of type %r", event.get("type"))
+            return
+        text, data = event.get("text"), event.get("bytes")
+        if isinstance(text, str):
+            self._deliver(channel, {"type": "websocket.send", "text": text})
+        elif isinstance(data, (bytes, bytearray)):
+            self._deliver(channel, {"type": "websocket.send", "bytes": bytes(data)})
+        else:
+            logger.warning("Ignoring %s event without text or bytes", EVENT_TYPE)
 
     async def _refresh(self) -> None:
         while self._tasks:

@@ -16,6 +16,7 @@ from .bridge import Bridge
 from .conf import conf
 from .connection import parse_target
 from .layer import LayerRelay
+from .transport import on_server_shutdown
 
 __all__ = ["current_bridge", "current_relay", "shutdown"]
 
@@ -37,7 +38,23 @@ def _new_bridge() -> Bridge:
         relay = LayerRelay(layer, bridge.deliver_local)
         bridge.set_watcher(relay.watch)
         _relays[bridge] = relay
+    on_server_shutdown(lambda: _going_away(bridge))
     return bridge
+
+
+async def _going_away(bridge: Bridge) -> None:
+    """At server shutdown: close every socket with 1001, then the bridge."""
+    members = bridge.members()
+    for sink in members:
+        try:
+            sink.going_away()
+        except Exception:
+            logger.exception("Closing a socket at shutdown failed")
+    relay = _relays.pop(bridge, None)
+    if relay is not None:
+        await relay.close()
+    await bridge.close()
+    logger.info("Closed %d websockets with 1001 and the Redis bridge", len(members))
 
 
 def current_bridge() -> Bridge:

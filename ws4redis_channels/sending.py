@@ -21,7 +21,15 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .transport import Send, daphne_protocol, prefer_close_frames, queued_bytes, raw_send, twisted_transport
+from .transport import (
+    Send,
+    daphne_protocol,
+    prefer_close_frames,
+    queued_bytes,
+    raw_send,
+    send_going_away,
+    twisted_transport,
+)
 
 __all__ = ["Outlet"]
 
@@ -62,6 +70,7 @@ class Outlet:
         "_max_buffer",
         "_on_overflow",
         "_on_redis_lost",
+        "_protocol",
         "_send",
         "_task",
         "_transport",
@@ -77,7 +86,7 @@ class Outlet:
         on_redis_lost: Callable[[], None],
     ) -> None:
         self._send = raw_send(send)
-        protocol = daphne_protocol(self._send)
+        protocol = self._protocol = daphne_protocol(self._send)
         prefer_close_frames(protocol)
         self._transport = twisted_transport(protocol)
         self._max_buffer = max_buffer
@@ -155,6 +164,14 @@ class Outlet:
         """Called by the bridge when Redis stayed unreachable past the bound."""
         if not self.closed:
             self._on_redis_lost()
+
+    def going_away(self) -> None:
+        """Called at server shutdown: close the socket with 1001 (under daphne)."""
+        self.closed = True
+        if self._protocol is not None:
+            # ASGI apps may only close with 1000 or 3000-4999 under daphne;
+            # 1001 "going away" is sent on the protocol itself.
+            send_going_away(self._protocol)
 
     async def aclose(self) -> None:
         """Stop delivering and wait for a send in progress."""

@@ -14,7 +14,14 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["daphne_protocol", "prefer_close_frames", "queued_bytes", "raw_send"]
+__all__ = [
+    "daphne_protocol",
+    "on_server_shutdown",
+    "prefer_close_frames",
+    "queued_bytes",
+    "raw_send",
+    "send_going_away",
+]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -65,3 +72,29 @@ def prefer_close_frames(protocol: Any) -> None:
     frame carrying the code (1007, 1009) instead of dropping the TCP connection."""
     if protocol is not None and hasattr(protocol, "failByDrop"):
         protocol.failByDrop = False
+
+
+def send_going_away(protocol: Any) -> None:
+    """Send a 1001 close frame on a daphne protocol that is still open."""
+    if getattr(protocol, "state", None) == getattr(protocol, "STATE_OPEN", object()):
+        protocol.sendCloseFrame(code=1001, reasonUtf8=b"server shutting down", isReply=False)
+
+
+def on_server_shutdown(callback: Callable[[], Awaitable[None]]) -> bool:
+    """Run ``callback`` when daphne's Twisted reactor shuts down (SIGTERM, SIGINT).
+
+    Returns False when no running Twisted reactor is found (another server).
+    """
+    import asyncio
+    import sys
+
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not getattr(reactor, "running", False):
+        return False
+    from twisted.internet import defer
+
+    def before_shutdown() -> Any:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(callback()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    return True

@@ -20,6 +20,7 @@ import collections
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 __all__ = [
     "Meter",
@@ -94,8 +95,8 @@ class Socket(asyncio.Protocol):
         self.gone = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -283,8 +284,8 @@ class _RedisReplies(asyncio.Protocol):
         self.buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         data = self.buffer + data

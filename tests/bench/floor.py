@@ -18,6 +18,7 @@ import base64
 import hashlib
 import signal
 from collections import defaultdict
+from typing import cast
 
 import redis.asyncio
 
@@ -52,8 +53,8 @@ class WebsocketProtocol(asyncio.Protocol):
         self.buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.facility is not None and self.transport is not None:

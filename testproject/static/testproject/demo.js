@@ -24,7 +24,10 @@
         text = "disconnected (" + describeClose(last) + "); retrying in " +
                (last.delay / 1000).toFixed(1) + " s";
       } else if (state === "closed" && last) {
-        text = "closed (" + describeClose(last) + ")" + (last.wasClean ? "" : "; will not retry");
+        text = "closed (" + describeClose(last) + ")";
+        if (config.noRetry.indexOf(last.code) !== -1) {
+          text += "; not retrying: the server would refuse the same request again";
+        }
       }
       element.textContent = text;
       element.dataset.state = state;
