@@ -22,7 +22,9 @@ def redis_answers(url: str) -> bool:
     if parsed.scheme not in ("redis", "rediss"):
         return True  # unix sockets and sentinels: assume they are managed elsewhere
     try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), 1) as s:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or 6379), 1
+        ) as s:
             s.sendall(b"PING\r\n")
             reply = s.recv(64)
             return reply.startswith((b"+PONG", b"-NOAUTH"))
@@ -45,7 +47,9 @@ def main() -> int:
         server = RedisServer(redis_port).start()
     try:
         python = sys.executable
-        subprocess.run([python, "-m", "django", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
+        subprocess.run(
+            [python, "-m", "django", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True
+        )
         print(f"Serving the demo on http://{host}:{port}/  (Ctrl-C stops)", flush=True)
         daphne = [python, "-m", "daphne", "-b", host, "-p", port, "testproject.asgi:application"]
         return subprocess.call(daphne, cwd=ROOT)

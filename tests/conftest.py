@@ -78,7 +78,9 @@ def daphne_factory(redis_server: RedisServer) -> Iterator[Any]:
     started: list[Daphne] = []
 
     def start(env: dict[str, str] | None = None, *args: str) -> Daphne:
-        server = Daphne({"DJANGO_SETTINGS_MODULE": "testproject.settings", **(env or {})}, *args).start()
+        server = Daphne(
+            {"DJANGO_SETTINGS_MODULE": "testproject.settings", **(env or {})}, *args
+        ).start()
         started.append(server)
         return server
 
@@ -98,7 +100,12 @@ async def _close_bridge() -> AsyncIterator[None]:
 
 def session_cookie(username: str | None = None) -> str:
     """Create a saved session (logged in as ``username`` if given); return its key."""
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+    )
     from django.contrib.sessions.backends.db import SessionStore
 
     store = SessionStore()

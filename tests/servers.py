@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["ROOT", "Daphne", "wait_for_port"]
 
 
-def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -40,7 +42,9 @@ def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen[by
 class Daphne:
     """One daphne process serving ``testproject.asgi:application``."""
 
-    def __init__(self, env: dict[str, str] | None = None, *args: str, port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, *args: str, port: int | None = None
+    ) -> None:
         self.port = port or free_port()
         self.env = {**os.environ, **(env or {})}
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
@@ -63,9 +67,21 @@ class Daphne:
     def start(self) -> Daphne:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), *self.args,
-             "testproject.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                *self.args,
+                "testproject.asgi:application",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         wait_for_port(self.port, process=self.process)

@@ -68,7 +68,9 @@ async def test_missing_origin_is_refused(daphne, redis_client):
 # -- identity ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flag", ["subscribe-user", "publish-user", "subscribe-group", "publish-group"])
+@pytest.mark.parametrize(
+    "flag", ["subscribe-user", "publish-user", "subscribe-group", "publish-group"]
+)
 async def test_anonymous_user_flags_are_refused_with_4401(daphne, redis_client, flag):
     ws = await connect(daphne, f"/ws/foobar?subscribe-broadcast&{flag}")
     assert await close_code(ws) == 4401
@@ -80,7 +82,9 @@ async def test_anonymous_user_flags_are_refused_with_4401(daphne, redis_client, 
 
 
 @pytest.mark.parametrize("flag", ["subscribe-session", "publish-session"])
-async def test_session_flags_without_a_saved_session_are_refused_with_4428(daphne, redis_client, flag):
+async def test_session_flags_without_a_saved_session_are_refused_with_4428(
+    daphne, redis_client, flag
+):
     ws = await connect(daphne, f"/ws/foobar?{flag}")
     assert await close_code(ws) == 4428
     await still_serves(daphne, redis_client)
@@ -158,7 +162,9 @@ async def test_anonymous_publish_broadcast_needs_an_open_facility(daphne, redis_
 
 
 async def test_logged_in_users_publish_broadcast_only_where_permitted(daphne, redis_client):
-    ws = await connect(daphne, "/ws/news?publish-broadcast&publish-user", session=session_cookie("mary"))
+    ws = await connect(
+        daphne, "/ws/news?publish-broadcast&publish-user", session=session_cookie("mary")
+    )
     spy = Spy(redis_client)
     await ws.send("hello")
     assert spy.channels() == ["mary:news"]
@@ -232,7 +238,9 @@ def policy_server(daphne_factory, **settings) -> Daphne:
 
 
 async def test_an_original_style_callback_drops_publish_flags(daphne_factory, redis_client):
-    server = policy_server(daphne_factory, WS4REDIS_ALLOWED_CHANNELS="tests.policies.subscribe_only")
+    server = policy_server(
+        daphne_factory, WS4REDIS_ALLOWED_CHANNELS="tests.policies.subscribe_only"
+    )
     ws = await connect(server, "/ws/chat?subscribe-broadcast&publish-broadcast")
     redis_client.publish("_broadcast_:chat", "subscribed")
     assert await recv(ws) == "subscribed"
@@ -241,7 +249,9 @@ async def test_an_original_style_callback_drops_publish_flags(daphne_factory, re
 
 
 async def test_an_async_callback_can_grant_publish_broadcast(daphne_factory, redis_client):
-    server = policy_server(daphne_factory, WS4REDIS_ALLOWED_CHANNELS="tests.policies.staff_may_broadcast")
+    server = policy_server(
+        daphne_factory, WS4REDIS_ALLOWED_CHANNELS="tests.policies.staff_may_broadcast"
+    )
     listener = await connect(server, "/ws/news?subscribe-broadcast")
     john = await connect(server, "/ws/news?publish-broadcast", session=session_cookie("john"))
     mary = await connect(server, "/ws/news?publish-broadcast", session=session_cookie("mary"))
@@ -262,7 +272,9 @@ async def test_permission_denied_refuses_the_handshake_with_403(daphne_factory, 
     assert "members only" in server.log()
 
 
-async def test_a_callback_returning_none_is_a_clear_configuration_error(daphne_factory, redis_client):
+async def test_a_callback_returning_none_is_a_clear_configuration_error(
+    daphne_factory, redis_client
+):
     server = policy_server(daphne_factory, WS4REDIS_ALLOWED_CHANNELS="tests.policies.broken")
     assert await refused_with_status(server, "/ws/news?subscribe-broadcast") == 403
     assert "WS4REDIS_ALLOWED_CHANNELS returned None" in server.log()

@@ -77,7 +77,9 @@ async def test_a_channel_is_subscribed_while_a_sink_needs_it(bridge, redis_clien
 async def test_a_connect_burst_of_1000_sinks_shares_one_subscription(bridge, redis_client):
     """The redis-py trap: concurrent first subscriptions must not land on another connection."""
     sinks = [Collect() for _ in range(1000)]
-    await asyncio.gather(*(bridge.join(s, [f"_broadcast_:burst{i % 7}"]) for i, s in enumerate(sinks)))
+    await asyncio.gather(
+        *(bridge.join(s, [f"_broadcast_:burst{i % 7}"]) for i, s in enumerate(sinks))
+    )
     for i in range(7):
         assert redis_client.publish(f"_broadcast_:burst{i}", f"m{i}") == 1
     for i, sink in enumerate(sinks):
@@ -108,7 +110,9 @@ async def test_publications_of_a_sink_skip_it_without_echo(bridge, redis_client)
 
 
 async def test_joining_fails_fast_when_redis_is_unreachable():
-    bridge = Bridge(parse_target(f"redis://127.0.0.1:{free_port()}/0"), connect_timeout=1, outage_timeout=30)
+    bridge = Bridge(
+        parse_target(f"redis://127.0.0.1:{free_port()}/0"), connect_timeout=1, outage_timeout=30
+    )
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(RedisUnavailable):

@@ -21,7 +21,7 @@ def test_defaults_apply_when_settings_are_absent():
                 delattr(settings, name)
         assert conf.WS4REDIS_EXPIRE == DEFAULTS["WS4REDIS_EXPIRE"] == 3600
         assert conf.WS4REDIS_HEARTBEAT is None
-        assert conf.WS4REDIS_OPEN_FACILITIES == frozenset()
+        assert frozenset() == conf.WS4REDIS_OPEN_FACILITIES
 
 
 def test_settings_are_read_on_every_access():
@@ -82,9 +82,17 @@ def test_the_permissive_policy_is_warned_about():
         ("unix:///run/redis.sock?db=1", RedisTarget(path="/run/redis.sock", db=1)),
         (
             "redis+sentinel://:pw@s1:26379,s2:26380/mymaster/1",
-            RedisTarget(db=1, password="pw", sentinels=(("s1", 26379), ("s2", 26380)), service_name="mymaster"),
+            RedisTarget(
+                db=1,
+                password="pw",
+                sentinels=(("s1", 26379), ("s2", 26380)),
+                service_name="mymaster",
+            ),
         ),
-        ({"host": "h", "port": 6390, "db": 1, "password": None}, RedisTarget(host="h", port=6390, db=1)),
+        (
+            {"host": "h", "port": 6390, "db": 1, "password": None},
+            RedisTarget(host="h", port=6390, db=1),
+        ),
         ({"unix_socket_path": "/tmp/r.sock"}, RedisTarget(path="/tmp/r.sock")),
         (
             {"sentinels": [("s", 26379)], "service_name": "m", "sentinel_password": "x"},

@@ -25,7 +25,14 @@ async def test_raw_publish_from_redis_py_reaches_broadcast_subscribers(daphne, r
 async def test_raw_publish_from_redis_cli_reaches_broadcast_subscribers(daphne, redis_server):
     ws = await connect(daphne, "/ws/foobar?subscribe-broadcast")
     subprocess.run(
-        ["redis-cli", "-p", str(redis_server.port), "PUBLISH", "_broadcast_:foobar", "from the shell"],
+        [
+            "redis-cli",
+            "-p",
+            str(redis_server.port),
+            "PUBLISH",
+            "_broadcast_:foobar",
+            "from the shell",
+        ],
         check=True,
         capture_output=True,
         timeout=TIMEOUT,
@@ -114,7 +121,9 @@ async def test_two_processes_deliver_each_message_exactly_once_per_socket(
 ):
     first, second = daphne_factory(), daphne_factory()
     sockets = [await connect(server, "/ws/twice?subscribe-broadcast") for server in (first, second)]
-    sockets += [await connect(server, "/ws/twice?subscribe-broadcast") for server in (first, second)]
+    sockets += [
+        await connect(server, "/ws/twice?subscribe-broadcast") for server in (first, second)
+    ]
     for i in range(50):
         assert redis_client.publish("_broadcast_:twice", f"m{i}") == 2  # one per process
     for ws in sockets:
@@ -125,7 +134,9 @@ async def test_two_processes_deliver_each_message_exactly_once_per_socket(
 
 def _clients_of(client: redis.Redis, exclude_name: str = "") -> list[dict[str, str]]:
     own = client.client_id()
-    return [c for c in client.client_list() if int(c["id"]) != own and c.get("name") != exclude_name]
+    return [
+        c for c in client.client_list() if int(c["id"]) != own and c.get("name") != exclude_name
+    ]
 
 
 async def test_200_sockets_add_only_a_handful_of_redis_connections(daphne_factory, redis_client):

@@ -46,15 +46,33 @@ def test_both_conventions_produce_the_documented_names(target, classic, typed):
 
 @pytest.mark.parametrize(
     "facility",
-    ["", "a:b", "a b", "a\x00b", "../x", "x/..", "/x", "x/", "a//b", ".", "..", "café", "a\nb",
-     "x" * (FACILITY_MAX_LENGTH + 1), "-x", "_broadcast_:x"],
+    [
+        "",
+        "a:b",
+        "a b",
+        "a\x00b",
+        "../x",
+        "x/..",
+        "/x",
+        "x/",
+        "a//b",
+        ".",
+        "..",
+        "café",
+        "a\nb",
+        "x" * (FACILITY_MAX_LENGTH + 1),
+        "-x",
+        "_broadcast_:x",
+    ],
 )
 def test_bad_facilities_are_rejected(facility):
     with pytest.raises(InvalidName):
         validate_facility(facility)
 
 
-@pytest.mark.parametrize("facility", ["foobar", "chat", "a.b-c_d", "rooms/42", "A1/b2/c3", "x" * 100])
+@pytest.mark.parametrize(
+    "facility", ["foobar", "chat", "a.b-c_d", "rooms/42", "A1/b2/c3", "x" * 100]
+)
 def test_good_facilities_are_accepted(facility):
     assert validate_facility(facility) == facility
 
@@ -101,7 +119,9 @@ def test_channels_for_lists_each_audience_once():
 
 # -- properties ------------------------------------------------------------------
 
-facilities = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,8}(/[A-Za-z0-9][A-Za-z0-9._-]{0,5}){0,2}\Z")
+facilities = st.from_regex(
+    r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,8}(/[A-Za-z0-9][A-Za-z0-9._-]{0,5}){0,2}\Z"
+)
 names = st.one_of(
     st.text(min_size=1, max_size=12),
     st.sampled_from(["_broadcast_", "_group_", "broadcast", "user", "group", "session", "a:b"]),
@@ -109,7 +129,12 @@ names = st.one_of(
 )
 targets = st.one_of(
     st.builds(Target, st.just(Audience.BROADCAST), facilities),
-    st.builds(Target, st.sampled_from([Audience.USER, Audience.SESSION, Audience.GROUP]), facilities, names),
+    st.builds(
+        Target,
+        st.sampled_from([Audience.USER, Audience.SESSION, Audience.GROUP]),
+        facilities,
+        names,
+    ),
 )
 namings = st.sampled_from(list(Naming))
 prefixes = st.sampled_from(["", "p", "ws4redis", "a:b"])

@@ -151,7 +151,9 @@ class Sentinel:
 async def test_sentinel_failover_is_followed(daphne_factory, tmp_path):
     with RedisServer() as master, RedisServer(None) as replica_holder:
         replica_holder.stop()
-        replica = RedisServer(replica_holder.port, "--replicaof", "127.0.0.1", str(master.port)).start()
+        replica = RedisServer(
+            replica_holder.port, "--replicaof", "127.0.0.1", str(master.port)
+        ).start()
         sentinels = [Sentinel(master.port, tmp_path) for _ in range(3)]
         try:
             probe = redis.Redis(port=sentinels[0].port)
@@ -165,10 +167,14 @@ async def test_sentinel_failover_is_followed(daphne_factory, tmp_path):
 
             master.stop()
             await wait_until(
-                lambda: probe.sentinel_get_master_addr_by_name("mymaster")[1] == replica.port, 30, 0.2
+                lambda: probe.sentinel_get_master_addr_by_name("mymaster")[1] == replica.port,
+                30,
+                0.2,
             )
             promoted = redis.Redis(port=replica.port)
-            await wait_until(lambda: promoted.pubsub_numsub("_broadcast_:failover")[0][1] >= 1, 15, 0.1)
+            await wait_until(
+                lambda: promoted.pubsub_numsub("_broadcast_:failover")[0][1] >= 1, 15, 0.1
+            )
             promoted.publish("_broadcast_:failover", "after failover")
             assert [await recv(ws) for ws in sockets] == ["after failover"] * 5
             for ws in sockets:
@@ -192,7 +198,9 @@ def _ping(client: redis.Redis) -> bool:
 async def test_a_client_that_stops_reading_is_closed_and_hurts_nobody(daphne_factory, redis_client):
     server = daphne_factory()
     stalled = open_raw_socket(server, "/ws/firehose?subscribe-broadcast", rcvbuf=4096)
-    readers = [await connect(server, "/ws/firehose?subscribe-broadcast", max_size=None) for _ in range(10)]
+    readers = [
+        await connect(server, "/ws/firehose?subscribe-broadcast", max_size=None) for _ in range(10)
+    ]
     baseline = server.rss_kb()
     latencies: list[float] = []
     peak = [baseline]
@@ -251,12 +259,17 @@ async def test_group_membership_outlives_the_layers_group_expiry(daphne_factory,
         }
     }
     server = daphne_factory(
-        {"DJANGO_SETTINGS_MODULE": "tests.e2e_settings", "WS4REDIS_TEST_SETTINGS": json.dumps({"CHANNEL_LAYERS": layers})}
+        {
+            "DJANGO_SETTINGS_MODULE": "tests.e2e_settings",
+            "WS4REDIS_TEST_SETTINGS": json.dumps({"CHANNEL_LAYERS": layers}),
+        }
     )
     ws = await connect(server, "/ws/longlived?subscribe-broadcast")
     await asyncio.sleep(4)  # twice the group expiry
     sender = RedisChannelLayer(hosts=[os.environ["REDIS_URL"]], group_expiry=2)
-    await sender.group_send(group_for("_broadcast_:longlived"), {"type": "ws4redis.message", "text": "still here"})
+    await sender.group_send(
+        group_for("_broadcast_:longlived"), {"type": "ws4redis.message", "text": "still here"}
+    )
     assert await recv(ws) == "still here"
     await sender.flush()
     await ws.close()
@@ -265,7 +278,9 @@ async def test_group_membership_outlives_the_layers_group_expiry(daphne_factory,
 # -- shutdown and long uptimes --------------------------------------------------------
 
 
-async def test_sigterm_closes_sockets_with_1001_and_the_bridge_cleanly(daphne_factory, redis_client):
+async def test_sigterm_closes_sockets_with_1001_and_the_bridge_cleanly(
+    daphne_factory, redis_client
+):
     server = daphne_factory()
     sockets = [await connect(server, "/ws/bye?subscribe-broadcast") for _ in range(5)]
     sockets.append(await connect(server, "/ws/chat?publish-broadcast"))

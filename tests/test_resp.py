@@ -9,7 +9,10 @@ from ws4redis_channels.resp import Parser, ReplyError, encode_command
 
 
 def test_commands_are_encoded_as_arrays_of_bulk_strings():
-    assert encode_command("SUBSCRIBE", b"a:b", 7) == b"*3\r\n$9\r\nSUBSCRIBE\r\n$3\r\na:b\r\n$1\r\n7\r\n"
+    assert (
+        encode_command("SUBSCRIBE", b"a:b", 7)
+        == b"*3\r\n$9\r\nSUBSCRIBE\r\n$3\r\na:b\r\n$1\r\n7\r\n"
+    )
 
 
 def test_every_reply_type_is_parsed():

@@ -201,7 +201,7 @@ async def allowed_flags(request: WebsocketRequest, flags: list[str]) -> list[str
     if callback is None:
         return default_policy(request, flags)
     if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
-        getattr(callback, "__call__", None)
+        type(callback).__call__
     ):
         result = await callback(request, list(flags))
     else:

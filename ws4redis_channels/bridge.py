@@ -189,7 +189,8 @@ class Bridge:
     # -- public API ---------------------------------------------------------
 
     def set_watcher(self, on_watch: Callable[[str, bool], None] | None) -> None:
-        """Call ``on_watch(channel, True/False)`` when a channel gains its first / loses its last socket."""
+        """Call ``on_watch(channel, on)`` when a channel gains its first or loses its last
+        local socket."""
         self._on_watch = on_watch
 
     @property
@@ -245,7 +246,7 @@ class Bridge:
             raise
 
     def leave(self, sink: Sink, channels: Iterable[str]) -> None:
-        """Remove ``sink`` from ``channels`` (all of its channels); unsubscribe channels nobody needs."""
+        """Remove ``sink`` from all its ``channels``; unsubscribe channels nobody needs."""
         self._members.pop(sink, None)
         for channel in channels:
             ch = self._channels.get(channel.encode())
@@ -397,14 +398,14 @@ class Bridge:
             keys = list(dict.fromkeys(key for join in batch for key in join.keys))
             try:
                 await self._confirmed(keys)
-                values = await async_client(self.target).mget(keys) if keys else []
+                values: list[Any] = await async_client(self.target).mget(keys) if keys else []
                 await self._request("PING")  # every message published before the MGET is here now
             except Exception as exc:
                 for join in batch:
                     if not join.future.done():
                         join.future.set_exception(RedisUnavailable(repr(exc)))
                 continue
-            stored = dict(zip(keys, values))
+            stored: dict[bytes, bytes | None] = dict(zip(keys, values, strict=True))
             for join in batch:
                 if not join.future.done():
                     self._finish_join(join, stored)

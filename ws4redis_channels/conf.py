@@ -46,8 +46,8 @@ def _get(name: str) -> Any:
 
 
 def _number(name: str, *, integer: bool = False, positive: bool = False) -> Any:
-    value = _get(name)
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    value: Any = _get(name)
+    kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "an int" if integer else "a number"
         raise ImproperlyConfigured(f"{name} must be {kind}, got {value!r}")

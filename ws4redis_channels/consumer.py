@@ -73,6 +73,7 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._bridge: Bridge | None = None
         self._outlet: Outlet | None = None
         self._closing = False
+        self._close_task: asyncio.Future[None] | None = None
         self._tokens = 0.0
         self._token_time = 0.0
 
@@ -124,7 +125,9 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         flags = await allowed_flags(WebsocketRequest(scope, self.facility), requested)
         denied = [f for f in requested if f not in flags]
         if denied:
-            logger.warning("Websocket %s: flags not permitted: %s", self._where(), ", ".join(denied))
+            logger.warning(
+                "Websocket %s: flags not permitted: %s", self._where(), ", ".join(denied)
+            )
         self.echo = "echo" in flags
         self.subscribe_channels = self._channels(flags, SUBSCRIBE_FLAGS, identity)
         self.publish_channels = self._channels(flags, PUBLISH_FLAGS, identity)
@@ -184,8 +187,14 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 channels[channel_for(target, prefix=prefix, naming=naming)] = None
             except InvalidName as exc:
                 # e.g. a user named "_broadcast_": never alias another audience.
-                code = CloseCode.LOGIN_REQUIRED if target.audience is Audience.USER else CloseCode.BAD_REQUEST
-                raise _Refusal(code, f"cannot name a {target.audience.value} channel: {exc}") from None
+                code = (
+                    CloseCode.LOGIN_REQUIRED
+                    if target.audience is Audience.USER
+                    else CloseCode.BAD_REQUEST
+                )
+                raise _Refusal(
+                    code, f"cannot name a {target.audience.value} channel: {exc}"
+                ) from None
         return list(channels)
 
     async def _refuse(self, code: CloseCode, detail: str) -> None:
@@ -223,7 +232,9 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
             return
         if not self.publish_channels:
-            await self._close_with(CloseCode.FORBIDDEN, "frame received, but no publish flag is permitted")
+            await self._close_with(
+                CloseCode.FORBIDDEN, "frame received, but no publish flag is permitted"
+            )
             return
         if not self._take_token():
             await self._close_with(
@@ -274,13 +285,13 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     def _too_slow(self) -> None:
         # Called from the bridge's fan-out: stop delivering at once, close soon.
         self._leave()
-        asyncio.ensure_future(
+        self._close_task = asyncio.ensure_future(
             self._close_with(CloseCode.TOO_SLOW, "client does not read; outbound buffer is full")
         )
 
     def _redis_lost(self) -> None:
         self._leave()
-        asyncio.ensure_future(
+        self._close_task = asyncio.ensure_future(
             self._close_with(CloseCode.REDIS_UNAVAILABLE, "Redis unreachable for too long")
         )
 

@@ -104,7 +104,8 @@ def validate_facility(facility: str) -> str:
         raise InvalidName("facility is empty")
     if len(facility) > FACILITY_MAX_LENGTH:
         raise InvalidName(
-            f"facility is {len(facility)} characters long; at most {FACILITY_MAX_LENGTH} are allowed"
+            f"facility is {len(facility)} characters long; "
+            f"at most {FACILITY_MAX_LENGTH} are allowed"
         )
     if not _FACILITY_RE.fullmatch(facility):
         raise InvalidName(
@@ -124,7 +125,9 @@ def validate_identity(audience: Audience, identity: str, naming: Naming = Naming
     if len(identity) > IDENTITY_MAX_LENGTH:
         raise InvalidName(f"{label} name is longer than {IDENTITY_MAX_LENGTH} characters")
     if ":" in identity:
-        raise InvalidName(f"{label} name {identity!r} contains ':', which would alias another channel")
+        raise InvalidName(
+            f"{label} name {identity!r} contains ':', which would alias another channel"
+        )
     if _CONTROL_RE.search(identity):
         raise InvalidName(f"{label} name {identity!r} contains control characters")
     if audience is Audience.SESSION:

@@ -255,7 +255,9 @@ class RedisPublisher:
 
 def _fetch_channels(request: Any, facility: str, audience: str) -> list[str]:
     if audience not in ("session", "user", "group", "broadcast", "any"):
-        raise ValueError(f"audience must be session, user, group, broadcast or any; got {audience!r}")
+        raise ValueError(
+            f"audience must be session, user, group, broadcast or any; got {audience!r}"
+        )
     result: list[str] = []
     session = getattr(request, "session", None)
     user = getattr(request, "user", None)

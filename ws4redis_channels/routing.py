@@ -17,7 +17,7 @@ from typing import Any
 
 from django.urls import URLPattern, re_path
 
-__all__ = ["websocket_application", "websocket_urlpatterns"]
+__all__ = ["websocket_application", "websocket_urlpatterns"]  # noqa: F822 (module __getattr__)
 
 
 def _patterns() -> list[URLPattern]:

@@ -66,9 +66,9 @@ FUNCTION_LIBRARY = (
 _sync_scripts: weakref.WeakKeyDictionary[redis.Redis, redis.commands.core.Script] = (
     weakref.WeakKeyDictionary()
 )
-_async_scripts: weakref.WeakKeyDictionary[
-    redis.asyncio.Redis, redis.commands.core.AsyncScript
-] = weakref.WeakKeyDictionary()
+_async_scripts: weakref.WeakKeyDictionary[redis.asyncio.Redis, redis.commands.core.AsyncScript] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _script(client: redis.Redis) -> redis.commands.core.Script:
@@ -103,14 +103,14 @@ async def apublish(
 
 def fetch(client: redis.Redis, channel: str) -> bytes | None:
     """Return the message stored for ``channel``, if any."""
-    value = client.get(channel)
-    return value if value is None else bytes(value)
+    value: bytes | None = client.get(channel)  # type: ignore[assignment]
+    return value
 
 
 async def afetch(client: redis.asyncio.Redis, channel: str) -> bytes | None:
     """Asynchronous :func:`fetch`."""
-    value = await client.get(channel)
-    return value if value is None else bytes(value)
+    value: bytes | None = await client.get(channel)  # type: ignore[assignment]
+    return value
 
 
 def load_function(client: redis.Redis) -> bool:

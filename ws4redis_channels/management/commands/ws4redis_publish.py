@@ -21,19 +21,42 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("facility", help="facility, e.g. foobar")
         parser.add_argument("message", help="the message text; '-' reads it from standard input")
-        parser.add_argument("--broadcast", action="store_true", help="every subscriber of the facility")
-        parser.add_argument("--user", action="append", default=[], metavar="NAME", help="a user (repeatable)")
-        parser.add_argument("--session", action="append", default=[], metavar="KEY", help="a session key (repeatable)")
-        parser.add_argument("--group", action="append", default=[], metavar="NAME", help="a group (repeatable)")
-        parser.add_argument("--expire", type=int, default=None, metavar="SECONDS", help="seconds to store it; 0: live only")
+        parser.add_argument(
+            "--broadcast", action="store_true", help="every subscriber of the facility"
+        )
+        parser.add_argument(
+            "--user", action="append", default=[], metavar="NAME", help="a user (repeatable)"
+        )
+        parser.add_argument(
+            "--session",
+            action="append",
+            default=[],
+            metavar="KEY",
+            help="a session key (repeatable)",
+        )
+        parser.add_argument(
+            "--group", action="append", default=[], metavar="NAME", help="a group (repeatable)"
+        )
+        parser.add_argument(
+            "--expire",
+            type=int,
+            default=None,
+            metavar="SECONDS",
+            help="seconds to store it; 0: live only",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         message: str | bytes = options["message"]
         if message == "-":
             message = sys.stdin.buffer.read()
-        broadcast = options["broadcast"] or not (options["user"] or options["session"] or options["group"])
+        broadcast = options["broadcast"] or not (
+            options["user"] or options["session"] or options["group"]
+        )
         audiences = dict(
-            broadcast=broadcast, users=options["user"], sessions=options["session"], groups=options["group"]
+            broadcast=broadcast,
+            users=options["user"],
+            sessions=options["session"],
+            groups=options["group"],
         )
         if options["expire"] is not None and options["expire"] < 0:
             raise CommandError("--expire must be 0 or more seconds")
