@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test test-fast lint format bench docs clean
+.PHONY: install run test test-fast lint format bench bench-quick docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,18 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# `make bench BENCH_ARGS="--servers product --scenarios burst1k,steady --profile"`
 bench: install
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m pip install -q -r tests/bench/requirements.txt
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python -m pip install -q -r tests/bench/requirements.txt
+	$(BIN)/python -m tests.bench --quick $(BENCH_ARGS)
+
+# Warnings are errors; -n reports every reference that does not resolve.
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) build *.egg-info testproject.sqlite3 .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info testproject.sqlite3 .mypy_cache .ruff_cache docs/_build

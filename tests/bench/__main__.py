@@ -47,6 +47,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="burst rounds per scenario (median is reported)")
     parser.add_argument("--payload", type=int, help="payload size in bytes (default 64)")
     parser.add_argument(
+        "--wait-idle",
+        type=float,
+        help="before each measured window, wait up to this many seconds for other processes "
+        "to use < 15%% of a core (default 30, 0 with --quick)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="record each measured window with py-spy (results/<run>-profiles/)",
@@ -91,7 +97,7 @@ def _new_loop() -> tuple[asyncio.AbstractEventLoop, str]:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop(), "asyncio"
-    return uvloop.new_event_loop(), f"uvloop {uvloop.__version__}"
+    return uvloop.new_event_loop(), f"uvloop {metadata.version('uvloop')}"
 
 
 def _git() -> dict[str, Any]:
@@ -130,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         sizes = dataclasses.replace(sizes, rounds=args.rounds)
     if args.payload:
         sizes = dataclasses.replace(sizes, payload=args.payload)
+    if args.wait_idle is not None:
+        sizes = dataclasses.replace(sizes, wait_idle=args.wait_idle)
     open_files = raise_open_files(32768)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     profiler = None
@@ -206,7 +214,8 @@ def _one(
         running = spec.start(redis_server.url, db_path)
     except Exception as exc:
         return {"error": f"server did not start: {exc}"}
-    bench = Bench(running, redis_server.port, sizes, profiler)
+    assert redis_server.process is not None
+    bench = Bench(running, redis_server.port, redis_server.process.pid, sizes, profiler)
     result: dict[str, Any]
     try:
         result = loop.run_until_complete(asyncio.wait_for(SCENARIOS[scenario](bench), sizes.budget))

@@ -93,17 +93,18 @@ class Socket(asyncio.Protocol):
         self.probed = False
         self.close_code: int | None = None
         self.gone = False
+        self.leaving = False  # the client closes it: not a drop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        transport.write(self.request)
+        self.transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
         if not self.opened.done():
             self.opened.set_exception(ConnectionError(f"closed during the handshake: {exc!r}"))
-        elif self.close_code is None:
+        elif self.close_code is None and not self.leaving:
             self.meter.dropped += 1
 
     def data_received(self, data: bytes) -> None:
@@ -179,7 +180,11 @@ class Socket(asyncio.Protocol):
         if count:
             meter.received += count
             meter.last_ns = now
-            if meter.received >= meter.expected and meter.done is not None and not meter.done.done():
+            if (
+                meter.received >= meter.expected
+                and meter.done is not None
+                and not meter.done.done()
+            ):
                 meter.done.set_result(None)
 
     def _control(self, opcode: int, body: bytes) -> None:
@@ -270,6 +275,7 @@ def _describe(exc: BaseException) -> str:
 
 def close_all(sockets: Iterable[Socket]) -> None:
     for sock in sockets:
+        sock.leaving = True
         if sock.transport is not None:
             sock.transport.abort()
 
@@ -305,9 +311,7 @@ class Publisher:
 
     @classmethod
     async def connect(cls, host: str, port: int) -> Publisher:
-        _, protocol = await asyncio.get_running_loop().create_connection(
-            _RedisReplies, host, port
-        )
+        _, protocol = await asyncio.get_running_loop().create_connection(_RedisReplies, host, port)
         return cls(protocol)
 
     @staticmethod
@@ -378,9 +382,6 @@ async def probe_ready(
     ready = time.monotonic() - began
     # Late probes still in flight must not land in the measured window.
     meter.frames_ns = monotonic_ns()
-    while (
-        monotonic_ns() - meter.frames_ns < quiet * 1e9
-        and time.monotonic() < deadline + timeout
-    ):
+    while monotonic_ns() - meter.frames_ns < quiet * 1e9 and time.monotonic() < deadline + timeout:
         await asyncio.sleep(0.05)
     return ready

@@ -33,10 +33,11 @@ async def bridge() -> None:
             continue
         facility = message["channel"].decode().split(":", 1)[1]
         data: bytes = message["data"]
+        event: dict[str, str | bytes] = {"type": "broadcast.message"}
         try:
-            event = {"type": "broadcast.message", "text": data.decode()}
+            event["text"] = data.decode()
         except UnicodeDecodeError:
-            event = {"type": "broadcast.message", "bytes": data}
+            event["bytes"] = data
         await layer.group_send(group_name(facility), event)
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["cpu_seconds", "own_cpu_seconds", "raise_open_files", "redis_connections", "rss_kb"]
+__all__ = [
+    "cpu_seconds",
+    "machine_busy_seconds",
+    "own_cpu_seconds",
+    "raise_open_files",
+    "redis_connections",
+    "rss_kb",
+]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -31,6 +38,13 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processors of the machine spent busy (any process) so far."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
 
 
 def own_cpu_seconds() -> float:

@@ -52,8 +52,17 @@ class Profiler:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._output = self.directory / f"{label}.txt"
         command = [
-            self.binary, "record", "--pid", str(pid), "--rate", str(self.rate),
-            "--format", "raw", "--output", str(self._output), "--nonblocking",
+            self.binary,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            str(self.rate),
+            "--format",
+            "raw",
+            "--output",
+            str(self._output),
+            "--nonblocking",
         ]
         if self.native:
             command.append("--native")

@@ -104,7 +104,7 @@ class GroupConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.send(bytes_data=event["bytes"])
 
 
-_consumer = {"naive": NaiveConsumer, "groups": GroupConsumer}[
+_consumer: type[AsyncWebsocketConsumer] = {"naive": NaiveConsumer, "groups": GroupConsumer}[
     os.environ.get("BENCH_REFERENCE", "naive")
 ]
 

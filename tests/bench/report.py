@@ -44,7 +44,9 @@ def _redis(results: Results, server: str) -> str:
     for scenario in ("steady", "burst1k", "connect"):
         conns = _get(results, server, scenario, "redis_connections")
         if conns:
-            return " + ".join(f"{n}" if role == "server" else f"{n} {role}" for role, n in conns.items())
+            return " + ".join(
+                f"{n}" if role == "server" else f"{n} {role}" for role, n in conns.items()
+            )
     return "-"
 
 
@@ -93,7 +95,9 @@ def table(results: Results) -> str:
     widths = [max(width, *(len(row[i]) for row in rows)) for i, (_, width) in enumerate(COLUMNS)]
     lines = []
     for n, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -110,11 +114,21 @@ def _ratio(results: Results, a: str, b: str, scenario: str, key: str) -> float |
 def headline(results: Results) -> dict[str, Any]:
     """The ratios issue 8 sets targets for (None where a side did not run)."""
     return {
-        "burst1k_product_over_naive": _ratio(results, "product", "naive", "burst1k", "deliveries_per_s"),
-        "burst1k_product_over_floor": _ratio(results, "product", "floor", "burst1k", "deliveries_per_s"),
-        "burst5k_product_over_naive": _ratio(results, "product", "naive", "burst5k", "deliveries_per_s"),
-        "burst5k_product_over_floor": _ratio(results, "product", "floor", "burst5k", "deliveries_per_s"),
-        "connects_product_over_naive": _ratio(results, "product", "naive", "connect", "connects_per_s"),
+        "burst1k_product_over_naive": _ratio(
+            results, "product", "naive", "burst1k", "deliveries_per_s"
+        ),
+        "burst1k_product_over_floor": _ratio(
+            results, "product", "floor", "burst1k", "deliveries_per_s"
+        ),
+        "burst5k_product_over_naive": _ratio(
+            results, "product", "naive", "burst5k", "deliveries_per_s"
+        ),
+        "burst5k_product_over_floor": _ratio(
+            results, "product", "floor", "burst5k", "deliveries_per_s"
+        ),
+        "connects_product_over_naive": _ratio(
+            results, "product", "naive", "connect", "connects_per_s"
+        ),
         "p99_ms": {server: _get(results, server, "steady", "p99_ms") for server in results},
     }
 
@@ -149,16 +163,18 @@ def notes(results: Results) -> str:
                 lines.append(f"{server}/{scenario}: {entry['reordered']} deliveries out of order")
             outcomes = [r["outcome"] for r in entry.get("rounds", [])] or [entry.get("outcome")]
             if any(o not in (None, "complete") for o in outcomes):
-                lines.append(f"{server}/{scenario}: {', '.join(map(str, outcomes))} (missing = lost)")
-            rounds = entry.get("rounds")
-            if rounds:
-                cpu = rounds[0]["cpu_percent"]
                 lines.append(
-                    f"{server}/{scenario}: CPU in round 1: "
-                    + ", ".join(f"{role} {pct:.0f}%" for role, pct in cpu.items())
-                    + f", client {rounds[0]['client_cpu_percent']:.0f}%"
-                    + f"; burst latency p50 {_num(rounds[0]['p50_ms'], 1)} ms"
+                    f"{server}/{scenario}: {', '.join(map(str, outcomes))} (missing = lost)"
                 )
+            rounds = entry.get("rounds")
+            cpu = rounds[0]["cpu_percent"] if rounds else entry.get("cpu_percent")
+            if cpu:
+                text = ", ".join(f"{role} {pct:.0f}%" for role, pct in cpu.items())
+                if rounds:
+                    text += f"; burst latency p50 {_num(rounds[0]['p50_ms'], 1)} ms"
+                lines.append(f"{server}/{scenario}: CPU (% of a core): {text}")
+                if cpu.get("others", 0) > 25:
+                    lines.append(f"{server}/{scenario}: WARNING other processes were busy; noisy")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import math
 import statistics
 import time
@@ -30,7 +31,13 @@ from .client import (
     payload_stamp,
     probe_ready,
 )
-from .measure import cpu_seconds, own_cpu_seconds, redis_connections, rss_kb
+from .measure import (
+    cpu_seconds,
+    machine_busy_seconds,
+    own_cpu_seconds,
+    redis_connections,
+    rss_kb,
+)
 from .profile import Profiler
 from .servers import Running
 
@@ -59,6 +66,7 @@ class Sizes:
     round_timeout: float = 90.0  # per burst round
     drain_timeout: float = 20.0  # after the last steady publish
     quiet: float = 5.0  # deliveries stalled this long: the rest is lost
+    wait_idle: float = 30.0  # wait at most this long for other processes to calm down
     ready_timeout: float = 60.0
     open_timeout: float = 30.0
     budget: float = 300.0  # per scenario, everything included
@@ -96,6 +104,7 @@ QUICK = Sizes(
     ready_timeout=20.0,
     open_timeout=15.0,
     budget=60.0,
+    wait_idle=0.0,
 )
 
 
@@ -105,6 +114,7 @@ class Bench:
 
     server: Running
     redis_port: int
+    redis_pid: int
     sizes: Sizes
     profiler: Profiler | None = None
 
@@ -117,13 +127,52 @@ class Bench:
             self.profiler.stop()
 
     def cpu(self) -> dict[str, float]:
-        return {role: cpu_seconds(pid) for role, pid in self.server.pids().items()}
+        """CPU seconds so far of each server process, Redis, this client and the whole machine."""
+        out = {role: cpu_seconds(pid) for role, pid in self.server.pids().items()}
+        out["redis"] = cpu_seconds(self.redis_pid)
+        out["client"] = own_cpu_seconds()
+        out["machine"] = machine_busy_seconds()
+        return out
+
+    def window(self) -> Window:
+        return Window(self)
+
+    async def wait_idle(self) -> float:
+        """Wait (at most ``sizes.wait_idle`` s) until other processes use < 15% of a core.
+
+        Returns the share of a core they used in the last second sampled. This
+        machine is shared; a test suite running beside the benchmark skews it.
+        """
+        deadline = time.monotonic() + self.sizes.wait_idle
+        while True:
+            window = self.window()
+            await asyncio.sleep(1.0)
+            others = window.close()["others"]
+            if others < 15 or time.monotonic() > deadline:
+                return others
 
     def redis_connections(self) -> dict[str, int]:
         return {
             role: redis_connections(pid, self.redis_port)
             for role, pid in self.server.pids().items()
         }
+
+
+class Window:
+    """CPU use over a measured window, in percent of one core."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.began = time.monotonic()
+        self.before = bench.cpu()
+
+    def close(self) -> dict[str, float]:
+        after = self.bench.cpu()
+        wall = max(1e-9, time.monotonic() - self.began)
+        used = {role: 100 * (after[role] - self.before[role]) / wall for role in after}
+        machine = used.pop("machine")
+        used["others"] = max(0.0, machine - sum(used.values()))
+        return used
 
 
 def _percentile(sorted_values: list[int], fraction: float) -> float:
@@ -162,7 +211,7 @@ def tally(sockets: list[Socket], first: int, count: int) -> dict[str, Any]:
         distinct = set(seqs)
         lost += count - len(distinct)
         duplicated += len(seqs) - len(distinct)
-        reordered += sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)
+        reordered += sum(1 for a, b in itertools.pairwise(seqs) if b < a)
     return {
         "delivered": delivered,
         "lost": lost,
@@ -173,7 +222,9 @@ def tally(sockets: list[Socket], first: int, count: int) -> dict[str, Any]:
     }
 
 
-async def _wait_deliveries(meter: Meter, done: asyncio.Future[None], timeout: float, quiet: float) -> str:
+async def _wait_deliveries(
+    meter: Meter, done: asyncio.Future[None], timeout: float, quiet: float
+) -> str:
     """Wait until everything arrived, the deadline passed, or deliveries stalled."""
     began = time.monotonic_ns()
     deadline = time.monotonic() + timeout
@@ -256,6 +307,8 @@ class _Session:
 async def connect(bench: Bench) -> dict[str, Any]:
     sizes = bench.sizes
     async with _Session(bench) as session:
+        others = await bench.wait_idle()
+        window = bench.window()
         bench.profile_start("connect")
         opened = await open_sockets(
             HOST,
@@ -266,6 +319,7 @@ async def connect(bench: Bench) -> dict[str, Any]:
             concurrency=sizes.concurrency,
             timeout=sizes.open_timeout,
         )
+        cpu = window.close()
         bench.profile_stop()
         session.sockets = opened.sockets
         session.failures.update(opened.failures)
@@ -277,6 +331,8 @@ async def connect(bench: Bench) -> dict[str, Any]:
             "connects_per_s": len(opened.sockets) / opened.seconds,
             "handshake": _latency_ms(handshakes),
             "all_receiving_after_s": opened.seconds + ready,
+            "cpu_percent": cpu,
+            "others_cpu_before": others,
             "redis_connections": bench.redis_connections(),
             **session.health(),
         }
@@ -289,6 +345,7 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
         await session.open(sockets)
         await session.ready()
         connections = bench.redis_connections()
+        others = await bench.wait_idle()
         rounds: list[dict[str, Any]] = []
         bench.profile_start(label)
         for number in range(sizes.rounds):
@@ -297,7 +354,7 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
             live = [s for s in session.sockets if not s.gone]
             done = session.meter.expect(messages * len(live))
             first = number * messages
-            cpu_before, own_before = bench.cpu(), own_cpu_seconds()
+            window = bench.window()
             began = time.monotonic_ns()
             session.publisher.write(
                 b"".join(
@@ -307,18 +364,16 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
             )
             outcome = await _wait_deliveries(session.meter, done, sizes.round_timeout, sizes.quiet)
             seconds = (session.meter.last_ns - began) / 1e9 if session.meter.last_ns else math.nan
-            cpu_after, own_after = bench.cpu(), own_cpu_seconds()
-            wall = (time.monotonic_ns() - began) / 1e9
+            cpu = window.close()
             counted = tally(live, first, messages)
+            firsts = [s.chunks[0][1] for s in live if s.chunks]
             rounds.append(
                 {
                     "outcome": outcome,
                     "seconds": seconds,
+                    "first_delivery_ms": (min(firsts) - began) / 1e6 if firsts else math.nan,
                     "deliveries_per_s": counted["delivered"] / seconds if seconds else math.nan,
-                    "cpu_percent": {
-                        role: 100 * (cpu_after[role] - cpu_before[role]) / wall for role in cpu_after
-                    },
-                    "client_cpu_percent": 100 * (own_after - own_before) / wall,
+                    "cpu_percent": cpu,
                     **counted,
                 }
             )
@@ -334,6 +389,7 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
             "duplicated": sum(r["duplicated"] for r in rounds),
             "reordered": sum(r["reordered"] for r in rounds),
             "rounds": rounds,
+            "others_cpu_before": others,
             "redis_connections": connections,
             **session.health(),
         }
@@ -360,21 +416,20 @@ async def steady(bench: Bench) -> dict[str, Any]:
         for sock in session.sockets:
             sock.clear()
         live = [s for s in session.sockets if not s.gone]
+        others = await bench.wait_idle()
         done = session.meter.expect(messages * len(live))
-        loop = asyncio.get_running_loop()
         bench.profile_start("steady")
-        cpu_before, own_before = bench.cpu(), own_cpu_seconds()
-        began = time.monotonic()
-        start = loop.time() + 0.05
+        window = bench.window()
+        # time.monotonic(), not loop.time(): uvloop's clock is cached per iteration.
+        start = time.monotonic() + 0.05
         late = 0.0
         for i in range(messages):
             target = start + i / sizes.steady_rate
-            await asyncio.sleep(max(0.0, target - loop.time()))
-            late = max(late, loop.time() - target)
+            await asyncio.sleep(max(0.0, target - time.monotonic()))
+            late = max(late, time.monotonic() - target)
             session.publisher.publish(CHANNEL, make_payload(i, sizes.payload))
         outcome = await _wait_deliveries(session.meter, done, sizes.drain_timeout, sizes.quiet)
-        wall = time.monotonic() - began
-        cpu_after, own_after = bench.cpu(), own_cpu_seconds()
+        cpu = window.close()
         bench.profile_stop()
         counted = tally(live, 0, messages)
         return {
@@ -383,10 +438,8 @@ async def steady(bench: Bench) -> dict[str, Any]:
             "messages": messages,
             "outcome": outcome,
             "publisher_max_late_ms": late * 1000,
-            "cpu_percent": {
-                role: 100 * (cpu_after[role] - cpu_before[role]) / wall for role in cpu_after
-            },
-            "client_cpu_percent": 100 * (own_after - own_before) / wall,
+            "cpu_percent": cpu,
+            "others_cpu_before": others,
             "redis_connections": connections,
             **counted,
             **session.health(),

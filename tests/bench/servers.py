@@ -163,7 +163,13 @@ SERVERS: dict[str, ServerSpec] = {
             "hand-rolled asyncio websocket server, one subscription (uvloop if installed)",
             lambda port, url: {
                 "server": [
-                    sys.executable, "-m", "tests.bench.floor", "--port", str(port), "--redis", url,
+                    sys.executable,
+                    "-m",
+                    "tests.bench.floor",
+                    "--port",
+                    str(port),
+                    "--redis",
+                    url,
                 ]
             },
         ),
