@@ -36,7 +36,7 @@ from .connection import RedisTarget, async_client, resolve_address, ssl_context
 from .exceptions import RedisUnavailable
 from .resp import Parser, ReplyError, Value, encode_command
 
-__all__ = ["Bridge", "Sink", "make_message"]
+__all__ = ["Bridge", "Outbound", "Sink", "make_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,25 @@ class Sink(Protocol):
         """The server shuts down: close the socket with 1001."""
 
 
-def make_message(payload: bytes) -> dict[str, Any]:
+class Outbound(dict):  # type: ignore[type-arg]
+    """An ASGI ``websocket.send`` message shared by every socket of one fan-out.
+
+    It also caches the encoded websocket frame, so a fan-out encodes once.
+    """
+
+    __slots__ = ("frame",)
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.frame: bytes | None = None
+
+
+def make_message(payload: bytes) -> Outbound:
     """Return the ASGI message for a payload: text if it is UTF-8, else bytes."""
     try:
-        return {"type": "websocket.send", "text": payload.decode("utf-8")}
+        return Outbound({"type": "websocket.send", "text": payload.decode("utf-8")})
     except UnicodeDecodeError:
-        return {"type": "websocket.send", "bytes": payload}
+        return Outbound({"type": "websocket.send", "bytes": payload})
 
 
 class _Channel:
@@ -297,7 +310,7 @@ class Bridge:
         This is the channel layer path: the event says whether it is text or bytes.
         """
         payload = message["bytes"] if "bytes" in message else message["text"].encode("utf-8")
-        self._fanout(channel.encode(), payload, message)
+        self._fanout(channel.encode(), payload, Outbound(message))
 
     async def close(self) -> None:
         """Unsubscribe, close the connection and stop every task of the bridge."""

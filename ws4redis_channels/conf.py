@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_CONNECT_TIMEOUT": 5.0,
     "WS4REDIS_CHANNEL_LAYER": "default",
     "WS4REDIS_ALLOWED_ORIGINS": None,
+    "WS4REDIS_DIRECT_WRITES": True,
 }
 
 
@@ -197,6 +198,13 @@ class Settings:
                     f"WS4REDIS_CHANNEL_LAYER is {value!r}, which is not in CHANNEL_LAYERS"
                 )
             return None
+        return value
+
+    @property
+    def WS4REDIS_DIRECT_WRITES(self) -> bool:
+        value = _get("WS4REDIS_DIRECT_WRITES")
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(f"WS4REDIS_DIRECT_WRITES must be True or False, got {value!r}")
         return value
 
     @property

@@ -140,6 +140,7 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             max_buffer=conf.WS4REDIS_MAX_BUFFER_SIZE,
             on_overflow=self._too_slow,
             on_redis_lost=self._redis_lost,
+            direct_writes=conf.WS4REDIS_DIRECT_WRITES,
         )
         self._bridge = current_bridge()
         await self._bridge.join(self._outlet, self.subscribe_channels)

@@ -1,16 +1,23 @@
-"""The outbound side of one websocket: deliver messages through ASGI ``send``, bounded.
+"""The outbound side of one websocket: deliver messages fast, in order, and bounded.
 
 The bridge fans a message out to many sockets from one loop over their
-:class:`Outlet` objects, without a task per socket. An ASGI ``send`` is a
-coroutine, but under daphne it never suspends: it writes to Twisted at once.
-:meth:`Outlet.deliver` therefore steps the coroutine by hand; only a server
-whose ``send`` really waits (back-pressure, e.g. uvicorn with websockets)
-makes the outlet start a task, and further messages queue behind it.
+:class:`Outlet` objects, without a task per socket. Two ways out exist:
 
-Either way the bytes waiting for a client are bounded: the queue of such
-messages here and, under daphne, Twisted's write buffer for the socket. Past
-``max_buffer`` bytes the socket is reported as too slow and closed (4507),
-so a client that stops reading costs the server a bounded amount of memory.
+* Under daphne, on a plain TCP connection, frames are written straight to the
+  socket (:class:`~ws4redis_channels.transport.DirectWriter`). Messages
+  delivered while the loop runs one callback (e.g. every message of one read
+  from Redis) are gathered per socket and written with one ``send`` when the
+  callback is over: a burst costs one system call per socket, not one per
+  message, and a lone message goes out right after its fan-out.
+* Anywhere else, through the ASGI ``send``. It is a coroutine, but daphne's
+  never suspends, so :meth:`Outlet.deliver` steps it by hand; only a server
+  whose ``send`` really waits (back-pressure) makes the outlet start a task,
+  and further messages queue behind it.
+
+Either way the bytes waiting for a client are bounded: the queue here and,
+under daphne, Twisted's write buffer for the socket. Past ``max_buffer``
+bytes the socket is reported as too slow (closed with 4507), so a client that
+stops reading costs the server a bounded amount of memory.
 """
 
 from __future__ import annotations
@@ -18,12 +25,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .bridge import Outbound
 from .transport import (
+    DirectWriter,
     Send,
     daphne_protocol,
+    encode_frame,
     prefer_close_frames,
     queued_bytes,
     raw_send,
@@ -43,6 +54,15 @@ def _size(message: dict[str, Any]) -> int:
     return len(data)
 
 
+def _frame(message: dict[str, Any]) -> bytes:
+    frame = getattr(message, "frame", None)
+    if frame is None:
+        frame = encode_frame(message)
+        if isinstance(message, Outbound):
+            message.frame = frame  # encoded once per fan-out
+    return frame
+
+
 async def _resume(coroutine: Coroutine[Any, Any, Any], yielded: Any) -> None:
     """Run a coroutine that was stepped by hand and suspended on ``yielded`` to its end."""
     while True:
@@ -60,6 +80,36 @@ async def _resume(coroutine: Coroutine[Any, Any, Any], yielded: Any) -> None:
             return
 
 
+class _FlushQueue:
+    """The outlets of one event loop with frames waiting for the end of the callback."""
+
+    _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _FlushQueue] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.outlets: list[Outlet] = []
+
+    @classmethod
+    def current(cls) -> _FlushQueue:
+        loop = asyncio.get_running_loop()
+        queue = cls._queues.get(loop)
+        if queue is None:
+            queue = cls._queues[loop] = cls(loop)
+        return queue
+
+    def add(self, outlet: Outlet) -> None:
+        if not self.outlets:
+            self.loop.call_soon(self.flush)
+        self.outlets.append(outlet)
+
+    def flush(self) -> None:
+        outlets, self.outlets = self.outlets, []
+        for outlet in outlets:
+            outlet._flush()
+
+
 class Outlet:
     """Delivers ASGI messages to one socket and keeps what waits for it bounded."""
 
@@ -67,9 +117,12 @@ class Outlet:
         "__weakref__",
         "_backlog",
         "_backlog_bytes",
+        "_direct",
+        "_flush_queue",
         "_max_buffer",
         "_on_overflow",
         "_on_redis_lost",
+        "_pending",
         "_protocol",
         "_send",
         "_task",
@@ -84,11 +137,15 @@ class Outlet:
         max_buffer: int,
         on_overflow: Callable[[], None],
         on_redis_lost: Callable[[], None],
+        direct_writes: bool = True,
     ) -> None:
         self._send = raw_send(send)
         protocol = self._protocol = daphne_protocol(self._send)
         prefer_close_frames(protocol)
         self._transport = twisted_transport(protocol)
+        self._direct = DirectWriter.for_protocol(protocol) if direct_writes else None
+        self._flush_queue = _FlushQueue.current()
+        self._pending: list[dict[str, Any]] = []
         self._max_buffer = max_buffer
         self._on_overflow = on_overflow
         self._on_redis_lost = on_redis_lost
@@ -110,13 +167,13 @@ class Outlet:
 
     def buffered(self) -> int:
         """Return how many bytes wait to be written to this socket (as far as known)."""
-        queued = self._backlog_bytes
+        queued = self._backlog_bytes + sum(_size(m) for m in self._pending)
         if self._transport is not None:
             queued += queued_bytes(self._transport)
         return queued
 
     def deliver(self, message: dict[str, Any]) -> None:
-        """Send ``message`` now if the server takes it at once, else queue it."""
+        """Send ``message`` soon (direct writes) or now (ASGI), else queue it."""
         if self.closed:
             return
         if self._backlog is not None:
@@ -124,6 +181,34 @@ class Outlet:
             self._backlog_bytes += _size(message)
             if self._backlog_bytes > self._max_buffer:
                 self._overflow()
+            return
+        if self._direct is not None:
+            if not self._pending:
+                self._flush_queue.add(self)
+            self._pending.append(message)
+            return
+        self._send_now(message)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if self.closed or not pending:
+            return
+        direct = self._direct
+        assert direct is not None
+        data = _frame(pending[0]) if len(pending) == 1 else b"".join(map(_frame, pending))
+        if direct.write(data):
+            transport = self._transport
+            if transport._tempDataLen and queued_bytes(transport) > self._max_buffer:
+                self._overflow()
+            return
+        # Not an open plain connection between messages (any more): use ASGI.
+        for message in pending:
+            self._send_now(message)
+
+    def _send_now(self, message: dict[str, Any]) -> None:
+        if self._backlog is not None:
+            self._backlog.append(message)
+            self._backlog_bytes += _size(message)
             return
         coroutine = self._send(message)
         try:
@@ -155,6 +240,7 @@ class Outlet:
 
     def _overflow(self) -> None:
         self.closed = True
+        self._pending = []
         if self._backlog is not None:
             self._backlog.clear()
             self._backlog_bytes = 0
@@ -167,6 +253,7 @@ class Outlet:
 
     def going_away(self) -> None:
         """Called at server shutdown: close the socket with 1001 (under daphne)."""
+        self._flush()
         self.closed = True
         if self._protocol is not None:
             # ASGI apps may only close with 1000 or 3000-4999 under daphne;
@@ -176,6 +263,7 @@ class Outlet:
     async def aclose(self) -> None:
         """Stop delivering and wait for a send in progress."""
         self.closed = True
+        self._pending = []
         task = self._task
         if task is not None and not task.done():
             task.cancel()

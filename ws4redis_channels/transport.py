@@ -11,11 +11,14 @@ or do nothing, and the app still works.
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = [
+    "DirectWriter",
     "daphne_protocol",
+    "encode_frame",
     "on_server_shutdown",
     "prefer_close_frames",
     "queued_bytes",
@@ -60,6 +63,80 @@ def twisted_transport(protocol: Any) -> Any:
     if transport is None or not hasattr(transport, "_tempDataLen"):
         return None
     return transport
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    """Return the server-to-client websocket frame of an ASGI ``websocket.send`` message.
+
+    Server frames are not masked, so one encoding serves every socket.
+    """
+    text = message.get("text")
+    payload: bytes
+    if text is not None:
+        opcode, payload = 0x81, text.encode("utf-8")
+    else:
+        opcode, payload = 0x82, bytes(message.get("bytes") or b"")
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", opcode, length)
+    elif length < 65536:
+        header = struct.pack("!BBH", opcode, 126, length)
+    else:
+        header = struct.pack("!BBQ", opcode, 127, length)
+    return header + payload
+
+
+class DirectWriter:
+    """Writes ready-made frames straight to the socket of a daphne connection.
+
+    Through ASGI, every message costs daphne a trip through autobahn's framing
+    and Twisted's writer registration (two ``epoll_ctl`` calls and a callback
+    per socket, on top of the ``send``); this is most of a fan-out's time. When
+    nothing is queued for the socket, one ``send`` does it; otherwise the frame
+    goes behind what is queued in Twisted, so the order of frames is kept.
+    Returns False (use ASGI instead) whenever the connection is not a plain,
+    open, uncompressed TCP websocket between messages.
+    """
+
+    __slots__ = ("_protocol", "_send", "_transport")
+
+    def __init__(self, protocol: Any, transport: Any) -> None:
+        self._protocol = protocol
+        self._transport = transport
+        self._send = transport.socket.send
+
+    @classmethod
+    def for_protocol(cls, protocol: Any) -> DirectWriter | None:
+        transport = twisted_transport(protocol)
+        if transport is None or getattr(transport, "TLS", False):
+            return None
+        if not hasattr(transport, "socket") or not hasattr(protocol, "send_state"):
+            return None
+        return cls(protocol, transport)
+
+    def write(self, frame: bytes) -> bool:
+        protocol = self._protocol
+        if (
+            protocol.state != protocol.STATE_OPEN
+            or protocol.send_state != protocol.SEND_STATE_GROUND
+            or protocol._perMessageCompress is not None
+        ):
+            return False
+        transport = self._transport
+        if transport.disconnecting or not transport.connected:
+            return False
+        if transport._tempDataLen or len(transport.dataBuffer) > transport.offset:
+            transport.write(frame)  # behind what waits, in order
+            return True
+        try:
+            sent = self._send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False  # let Twisted find out and close the connection
+        if sent < len(frame):
+            transport.write(frame[sent:])
+        return True
 
 
 def queued_bytes(transport: Any) -> int:
