@@ -136,8 +136,8 @@ def notify(request: HttpRequest) -> HttpResponse:
     if audience is None or not message:
         return HttpResponseBadRequest("say whom to notify (john, mary or staff) and what")
     text = f"{message} (from {request.user.get_username()})"
-    names = channels("notifications", **audience)  # type: ignore[arg-type]
-    receivers = publish("notifications", text, **audience)  # type: ignore[arg-type]
+    names = channels("notifications", **audience)
+    receivers = publish("notifications", text, **audience)
     if _wants_json(request):
         return JsonResponse({"channels": names, "receivers": receivers})
     return redirect("notifications")

@@ -339,6 +339,31 @@ async def test_chat_page_reconnects_after_a_daphne_restart_with_replay_and_no_du
     )
 
 
+async def test_replayed_duplicate_is_dropped_but_the_echo_of_a_repeat_sent_meanwhile_is_not(
+    daphne_factory, redis_client, pages
+):
+    server = daphne_factory()
+    page = await pages.open(server, "/")
+    await record(
+        page,
+        uri=server.url("/ws/chat?subscribe-broadcast&publish-broadcast&echo"),
+        reconnect_delay=100,
+        reconnect_max_delay=300,
+    )
+    await js(page, "() => window.rec.client.send('same')")
+    await wait_for(page, "rec.messages.length === 1")
+    await asyncio.to_thread(server.stop)
+    await wait_for(page, "rec.client.state !== 'open'")
+    # Buffered: sent right after the reconnect, while the stored "same" is replayed.
+    await js(page, "() => { window.rec.client.send('same'); window.rec.client.send('new'); }")
+    await asyncio.to_thread(server.start)
+    await wait_for(page, "rec.messages.includes('new')", RECONNECT_MS)
+    redis_client.publish("_broadcast_:chat", "last")
+    await wait_for(page, "rec.messages.includes('last')")
+    assert await recorded(page, "messages") == ["same", "same", "new", "last"]
+    assert await recorded(page, "opens") == 2
+
+
 # -- heartbeat -----------------------------------------------------------------------
 
 

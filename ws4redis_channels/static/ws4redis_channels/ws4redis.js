@@ -35,7 +35,8 @@
  *   dedupe_replay        true      after a REconnection, drop a text message that equals
  *   replay_window        1000      one of the last replay_memory messages received, if it
  *   replay_memory        8         arrives within replay_window of the open (the server
- *                                  replays the stored message of each channel on connect)
+ *                                  replays the stored message of each channel on connect);
+ *                                  the echo of a message the page sent in that time is kept
  *   no_retry_codes       WS4Redis.NO_RETRY   close codes after which it stops for good
  *   protocols            undefined passed to new WebSocket(uri, protocols)
  *   binary_type          "blob"    WebSocket.binaryType: "blob" or "arraybuffer"
@@ -188,6 +189,7 @@
     var queue = [];              // sends made while not connected
     var recent = [];             // last text messages received, to spot replayed ones
     var replayUntil = 0;         // replayed duplicates are dropped until then
+    var sentSinceOpen = [];      // text sent since the open, while replayUntil lasts
 
     function log() {
       if (opts.debug && root.console) {
@@ -288,11 +290,12 @@
       connectTimer = null;
       openedAt = now();
       replayUntil = everOpened && opts.dedupe_replay ? openedAt + opts.replay_window : 0;
+      sentSinceOpen = [];
       everOpened = true;
       log("open");
       // Buffered sends go out first, so that anything the listeners send follows them.
       while (queue.length && socket && socket.readyState === OPEN) {
-        socket.send(queue.shift());
+        transmit(queue.shift());
       }
       if (opts.heartbeat_msg !== null && opts.heartbeat_msg !== undefined) {
         beatTimer = setInterval(beat, opts.heartbeat_interval);
@@ -300,6 +303,13 @@
       setState("open");
       emit("open");
       call(opts.connected);
+    }
+
+    function transmit(data) {
+      if (replayUntil && typeof data === "string") {
+        sentSinceOpen.push(data);
+      }
+      socket.send(data);
     }
 
     function beat() {
@@ -327,11 +337,18 @@
         return;
       }
       if (typeof data === "string") {
-        if (replayUntil) {
-          if (now() <= replayUntil && recent.indexOf(data) !== -1) {
+        if (replayUntil && now() > replayUntil) {
+          replayUntil = 0;
+          sentSinceOpen = [];
+        }
+        if (replayUntil && recent.indexOf(data) !== -1) {
+          // The echo of what this page just sent is new, even if it repeats an old message.
+          var own = sentSinceOpen.indexOf(data);
+          if (own === -1) {
             log("dropped a replayed message the page already has");
             return;
           }
+          sentSinceOpen.splice(own, 1);
         }
         recent.push(data);
         if (recent.length > opts.replay_memory) {
@@ -413,7 +430,7 @@
         return false;
       }
       if (state === "open" && socket && socket.readyState === OPEN) {
-        socket.send(data);
+        transmit(data);
         return true;
       }
       if (queue.length >= opts.max_buffered) {
