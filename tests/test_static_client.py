@@ -32,4 +32,3 @@ def test_client_stops_retrying_on_exactly_the_servers_no_retry_codes():
     found = re.search(r"var NO_RETRY = Object\.freeze\(\[([\d, ]+)\]\)", source)
     assert found, "NO_RETRY list not found in ws4redis.js"
     assert sorted(int(code) for code in found.group(1).split(",")) == sorted(NO_RETRY)
-
