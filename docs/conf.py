@@ -1,0 +1,54 @@
+"""Sphinx configuration of the ws4redis_channels documentation.
+
+Autodoc imports the package, which needs configured Django settings: the demo
+project's settings are used (they read ``REDIS_URL`` and touch no network).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import ws4redis_channels  # noqa: E402
+
+project = "ws4redis_channels"
+author = "The ws4redis_channels authors"
+copyright = "the ws4redis_channels authors"
+release = ws4redis_channels.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "myst_parser",
+]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "tutorial/mysite"]
+
+html_theme = "furo"
+html_title = f"ws4redis_channels {release}"
+pygments_style = "sphinx"
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_default_options = {"members": True, "undoc-members": False}
+
+# Types from other libraries have no inventory here (the build works offline).
+nitpick_ignore_regex = [
+    (r"py:.*", r"(redis|django|channels|asyncio|collections|typing|enum|datetime)\b.*"),
+    (r"py:.*", r"(Any|Iterable|Sequence|Mapping|Callable|Message|Sink|Value|Naming)"),
+    (r"py:.*", r"(str|bytes|int|float|bool|None|list|dict|tuple|set|frozenset)\b.*"),
+    (r"py:.*", r"(bytearray|memoryview|ValueError|ConnectionError|Exception)"),
+    # names.py refers to its exception by its short name.
+    (r"py:class", r"InvalidName"),
+]
