@@ -585,6 +585,36 @@ async def test_django_websocket_redis_callbacks_and_methods_work(daphne, redis_c
     assert await js(page, "() => [window.ws.is_closed(), window.ws.get_state()]") == [True, 3]
 
 
+async def test_a_failing_listener_is_reported_and_harms_nothing_else(daphne, redis_client, pages):
+    page = await pages.open(daphne, "/")
+    await js(
+        page,
+        """(uri) => {
+          const got = window.got = [];
+          const ws = WS4Redis({uri});
+          const removed = () => got.push("removed listener called");
+          ws.on("message", () => { throw new Error("listener bug"); });
+          ws.on("message", removed).off("message", removed);
+          ws.on("message", (data) => got.push(data));
+          ws.on("open", () => got.push("open"));
+        }""",
+        daphne.url("/ws/listeners?subscribe-broadcast"),
+    )
+    await page.wait_for_function("() => window.got.includes('open')")
+    redis_client.publish("_broadcast_:listeners", "one")
+    redis_client.publish("_broadcast_:listeners", "two")
+    await page.wait_for_function("() => window.got.length >= 3")
+    assert await js(page, "() => window.got") == ["open", "one", "two"]
+
+    async def reported() -> None:
+        while len(pages.errors) < 2:
+            await asyncio.sleep(0.02)  # page errors arrive as Playwright events
+
+    await asyncio.wait_for(reported(), TIMEOUT)
+    assert len(pages.errors) == 2 and all("listener bug" in e for e in pages.errors)
+    pages.errors.clear()
+
+
 async def test_bad_options_fail_loudly(daphne, pages):
     page = await pages.open(daphne, "/")
     errors = await js(
