@@ -4,8 +4,8 @@ Every scenario warms the server up (a few sockets open, receive a probe and
 close), opens its sockets, waits until each of them receives a probe
 message (so "subscribed" means the same for every design), and only then
 opens the measured window. Waiting is always bounded: what has not arrived
-by a round's deadline, or after the deliveries stalled for ``quiet``
-seconds, is counted as lost.
+by a round's deadline, or once no frame arrived for ``quiet`` seconds while
+the server sat idle, is counted as lost.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Sizes:
     payload: int = 64
     round_timeout: float = 90.0  # per burst round
     drain_timeout: float = 20.0  # after the last steady publish
-    quiet: float = 5.0  # deliveries stalled this long: the rest is lost
+    quiet: float = 5.0  # no frame this long and the server idle: the rest is lost
     wait_idle: float = 30.0  # wait at most this long for other processes to calm down
     ready_timeout: float = 60.0
     open_timeout: float = 30.0
@@ -223,17 +223,28 @@ def tally(sockets: list[Socket], first: int, count: int) -> dict[str, Any]:
 
 
 async def _wait_deliveries(
-    meter: Meter, done: asyncio.Future[None], timeout: float, quiet: float
+    bench: Bench, meter: Meter, done: asyncio.Future[None], timeout: float, quiet: float
 ) -> str:
-    """Wait until everything arrived, the deadline passed, or deliveries stalled."""
-    began = time.monotonic_ns()
+    """Wait until everything arrived, the deadline passed, or the server gave up.
+
+    "Stalled" needs both: no frame for ``quiet`` seconds AND the server's
+    processes idle (under 10% of a core) meanwhile. A design that does a whole
+    burst in one event loop iteration sends nothing for seconds while busy.
+    """
     deadline = time.monotonic() + timeout
+    roles = list(bench.server.pids())
+    sample_at, sample = time.monotonic(), bench.cpu()
     while not done.done():
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             return "deadline"
-        last = max(meter.frames_ns, began)
-        if time.monotonic_ns() - last > quiet * 1e9:
-            return "stalled"
+        if now - sample_at >= quiet:
+            cpu = bench.cpu()
+            busy = sum(cpu[r] - sample[r] for r in roles) / (now - sample_at)
+            silent = time.monotonic_ns() - meter.frames_ns > quiet * 1e9
+            if silent and busy < 0.10:
+                return "stalled"
+            sample_at, sample = now, cpu
         await asyncio.wait({done}, timeout=0.05)
     return "complete"
 
@@ -362,7 +373,9 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
                     for i in range(messages)
                 )
             )
-            outcome = await _wait_deliveries(session.meter, done, sizes.round_timeout, sizes.quiet)
+            outcome = await _wait_deliveries(
+                bench, session.meter, done, sizes.round_timeout, sizes.quiet
+            )
             seconds = (session.meter.last_ns - began) / 1e9 if session.meter.last_ns else math.nan
             cpu = window.close()
             counted = tally(live, first, messages)
@@ -428,7 +441,9 @@ async def steady(bench: Bench) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, target - time.monotonic()))
             late = max(late, time.monotonic() - target)
             session.publisher.publish(CHANNEL, make_payload(i, sizes.payload))
-        outcome = await _wait_deliveries(session.meter, done, sizes.drain_timeout, sizes.quiet)
+        outcome = await _wait_deliveries(
+            bench, session.meter, done, sizes.drain_timeout, sizes.quiet
+        )
         cpu = window.close()
         bench.profile_stop()
         counted = tally(live, 0, messages)
