@@ -291,6 +291,13 @@ async def test_the_permissive_policy_restores_the_original_behaviour(daphne_fact
     await listener.close()
 
 
+async def test_a_path_outside_the_websocket_url_is_refused_with_4404(daphne, redis_client):
+    ws = await connect(daphne, "/elsewhere/foobar?subscribe-broadcast")
+    assert await close_code(ws) == 4404
+    assert "Traceback" not in daphne.log()
+    await still_serves(daphne, redis_client)
+
+
 # -- afterwards -------------------------------------------------------------------
 
 

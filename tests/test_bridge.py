@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -156,3 +157,37 @@ async def test_sinks_are_told_when_redis_stays_down_past_the_bound():
         server.stop()
         await asyncio.wait_for(sink.lost.wait(), 5)
         await bridge.close()
+
+
+def _kill_bridge_and_publish(client: redis.Redis, channel: str, message: str | None) -> None:
+    """In one transaction: drop the bridge's connection, then store and publish."""
+    name = f"ws4redis-bridge-{os.getpid()}"  # this process's bridge, not a daphne's
+    (bridge_id,) = [c["id"] for c in client.client_list() if c["name"] == name]
+    pipe = client.pipeline(transaction=True)
+    pipe.execute_command("CLIENT", "KILL", "ID", bridge_id)
+    if message is not None:
+        pipe.set(channel, message, ex=60)
+        pipe.publish(channel, message)
+    pipe.execute()
+
+
+async def test_what_was_stored_while_disconnected_is_caught_up_once(bridge, redis_client):
+    sink = Collect()
+    await bridge.join(sink, ["_broadcast_:gap"])
+    redis_client.set("_broadcast_:gap", "seen", ex=60)
+    redis_client.publish("_broadcast_:gap", "seen")
+    assert await sink.wait_for(1) == ["seen"]
+    # Dropped with nothing new stored: nothing is replayed again.
+    _kill_bridge_and_publish(redis_client, "_broadcast_:gap", None)
+    await numsub(redis_client, "_broadcast_:gap", 0)
+    await numsub(redis_client, "_broadcast_:gap", 1)
+    redis_client.publish("_broadcast_:gap", "live")
+    assert await sink.wait_for(2) == ["seen", "live"]
+    # Dropped while a message was stored and published: it is caught up.
+    redis_client.set("_broadcast_:gap", "live", ex=60)
+    _kill_bridge_and_publish(redis_client, "_broadcast_:gap", "missed")
+    assert await sink.wait_for(3) == ["seen", "live", "missed"]
+    redis_client.publish("_broadcast_:gap", "after")
+    assert await sink.wait_for(4) == ["seen", "live", "missed", "after"]
+    await asyncio.sleep(0.2)
+    assert len(sink.messages) == 4

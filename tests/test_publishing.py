@@ -266,3 +266,17 @@ async def test_a_message_published_while_sockets_connect_arrives_once_and_in_ord
         assert seen == list(range(seen[0], last + 1)), seen
         await ws.close()
     client.close()
+
+
+def test_the_load_function_command_makes_fcall_work_on_an_empty_redis(redis_client):
+    if int(redis_client.info("server")["redis_version"].split(".")[0]) < 7:
+        pytest.skip("Redis functions need Redis 7")
+    redis_client.function_flush()
+    out = io.StringIO()
+    call_command("ws4redis_load_function", stdout=out)
+    assert "ws4redis_publish" in out.getvalue()
+    assert redis_client.fcall("ws4redis_publish", 1, "_broadcast_:fn", "x", 5) == 0
+    assert redis_client.get("_broadcast_:fn") == b"x"
+    out = io.StringIO()
+    call_command("ws4redis_load_function", "--print", stdout=out)
+    assert out.getvalue().startswith("#!lua name=ws4redis")

@@ -85,7 +85,16 @@ def make_message(payload: bytes) -> Outbound:
 class _Channel:
     """The local state of one Redis channel."""
 
-    __slots__ = ("echoes", "joining", "key", "pending_subs", "requested", "sinks", "waiters")
+    __slots__ = (
+        "echoes",
+        "joining",
+        "key",
+        "last",
+        "pending_subs",
+        "requested",
+        "sinks",
+        "waiters",
+    )
 
     def __init__(self, key: bytes) -> None:
         self.key = key
@@ -95,6 +104,9 @@ class _Channel:
         self.requested = False  # SUBSCRIBE written and not followed by UNSUBSCRIBE
         self.pending_subs = 0  # SUBSCRIBE confirmations still to come
         self.waiters: list[asyncio.Future[None]] = []
+        # The last payload the channel's sockets got: after a reconnect, the
+        # stored message is caught up only if it is not this one.
+        self.last: bytes | None = None
         # Publications of local sockets without echo, in publish order.
         self.echoes: collections.deque[tuple[Sink, bytes]] = collections.deque()
 
@@ -111,12 +123,25 @@ class _Channel:
 
 
 class _Join:
-    __slots__ = ("future", "keys", "sink")
+    __slots__ = ("catch_up", "future", "keys", "sink")
 
-    def __init__(self, sink: Sink, keys: list[bytes], future: asyncio.Future[None]) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        keys: list[bytes],
+        future: asyncio.Future[None],
+        *,
+        catch_up: bool = False,
+    ) -> None:
         self.sink = sink
         self.keys = keys
         self.future = future
+        self.catch_up = catch_up  # a socket rejoining after a reconnect
+
+
+def _consume_exception(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class _SubscriberProtocol(asyncio.Protocol):
@@ -179,6 +204,7 @@ class Bridge:
         self._down_since: float | None = None
         self._give_up_handle: asyncio.TimerHandle | None = None
         self._closed = False
+        self._ever_connected = False
         self._background: set[asyncio.Task[Any]] = set()
         self._runner = self._loop.create_task(self._run(), name="ws4redis-bridge")
 
@@ -432,7 +458,7 @@ class Bridge:
                 continue
             held = ch.joining.pop(sink)
             value = stored.get(key)
-            if value is not None and value not in held:
+            if value is not None and value not in held and not (join.catch_up and value == ch.last):
                 sink.deliver(make_message(value))
             for payload in held:
                 sink.deliver(make_message(payload))
@@ -481,6 +507,7 @@ class Bridge:
             held.append(payload)
         if not ch.sinks:
             return
+        ch.last = payload
         skip = ch.take_echo(payload) if ch.echoes else None
         if message is None:
             message = make_message(payload)
@@ -566,6 +593,8 @@ class Bridge:
                 return
 
     def _on_up(self, protocol: _SubscriberProtocol) -> None:
+        reconnected = self._ever_connected
+        self._ever_connected = True
         if self._down_since is not None:
             logger.warning(
                 "Reconnected to Redis at %s after %.1fs; resubscribing %d channels",
@@ -587,6 +616,25 @@ class Bridge:
         wanted = [ch for ch in self._channels.values() if ch.wanted]
         if wanted:
             self._subscribe(wanted)
+            if reconnected:
+                self._catch_up(wanted)
+
+    def _catch_up(self, channels: list[_Channel]) -> None:
+        """After a reconnect, rejoin every socket: what was stored while the
+        connection was down reaches them, in order, without a duplicate."""
+        keys_of: dict[Sink, list[bytes]] = {}
+        for ch in channels:
+            for sink in [*ch.sinks, *ch.joining]:
+                ch.joining[sink] = []
+                keys_of.setdefault(sink, []).append(ch.key)
+            ch.sinks.clear()
+        for sink, keys in keys_of.items():
+            future: asyncio.Future[None] = self._loop.create_future()
+            # Nobody awaits a catch-up: the next reconnect catches up again.
+            future.add_done_callback(_consume_exception)
+            self._joins.append(_Join(sink, keys, future, catch_up=True))
+        if self._join_task is None or self._join_task.done():
+            self._join_task = self._loop.create_task(self._process_joins())
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)

@@ -23,6 +23,7 @@ class CloseCode(enum.IntEnum):
     BAD_REQUEST = 4400
     LOGIN_REQUIRED = 4401
     FORBIDDEN = 4403
+    NOT_FOUND = 4404
     MESSAGE_TOO_BIG = 4413
     SESSION_REQUIRED = 4428
     RATE_LIMITED = 4429
@@ -39,9 +40,10 @@ CLOSE_REASONS: dict[CloseCode, str] = {
     CloseCode.BAD_REQUEST: "invalid facility in the URL",
     CloseCode.LOGIN_REQUIRED: "user or group flags need a logged-in user",
     CloseCode.FORBIDDEN: "this socket may not publish",
+    CloseCode.NOT_FOUND: "no websocket endpoint at this path",
     CloseCode.MESSAGE_TOO_BIG: "message larger than WS4REDIS_MAX_MESSAGE_SIZE",
     CloseCode.SESSION_REQUIRED: "session flags need a saved session",
-    CloseCode.RATE_LIMITED: "publishing faster than WS4REDIS_PUBLISH_RATE_LIMIT",
+    CloseCode.RATE_LIMITED: "publishing faster than WS4REDIS_PUBLISH_RATE allows",
     CloseCode.REDIS_UNAVAILABLE: "Redis is unreachable; reconnect later",
     CloseCode.TOO_SLOW: "client reads too slowly; outbound buffer over WS4REDIS_MAX_BUFFER_SIZE",
 }
@@ -53,6 +55,7 @@ NO_RETRY = frozenset(
         CloseCode.BAD_REQUEST,
         CloseCode.LOGIN_REQUIRED,
         CloseCode.FORBIDDEN,
+        CloseCode.NOT_FOUND,
         CloseCode.MESSAGE_TOO_BIG,
         CloseCode.SESSION_REQUIRED,
     }

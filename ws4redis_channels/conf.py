@@ -204,7 +204,9 @@ class Settings:
     def WS4REDIS_DIRECT_WRITES(self) -> bool:
         value = _get("WS4REDIS_DIRECT_WRITES")
         if not isinstance(value, bool):
-            raise ImproperlyConfigured(f"WS4REDIS_DIRECT_WRITES must be True or False, got {value!r}")
+            raise ImproperlyConfigured(
+                f"WS4REDIS_DIRECT_WRITES must be True or False, got {value!r}"
+            )
         return value
 
     @property

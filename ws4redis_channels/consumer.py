@@ -39,7 +39,7 @@ from .names import Audience, Target, channel_for, validate_facility
 from .process import current_bridge, current_relay
 from .sending import Outlet
 
-__all__ = ["WebsocketConsumer"]
+__all__ = ["NoRouteConsumer", "WebsocketConsumer"]
 
 logger = logging.getLogger(__name__)
 
@@ -302,3 +302,19 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self._outlet is not None:
             await self._outlet.aclose()
         raise StopConsumer()
+
+
+class NoRouteConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """Answers a websocket at a path outside ``WEBSOCKET_URL`` with 4404."""
+
+    channel_layer_alias = WebsocketConsumer.channel_layer_alias
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        client = self.scope.get("client") or ("?", 0)
+        logger.warning(
+            "Closing websocket %s from %s with 4404: no websocket endpoint at this path",
+            self.scope.get("path", ""),
+            client[0],
+        )
+        await self.accept()
+        await self.close(code=int(CloseCode.NOT_FOUND), reason=CLOSE_REASONS[CloseCode.NOT_FOUND])

@@ -7,7 +7,9 @@ accessed (not at import), for use in your own ``URLRouter``::
 
 :func:`websocket_application` wraps them the way the docs recommend: the
 ``Origin`` header checked against ``WS4REDIS_ALLOWED_ORIGINS`` (or, when that
-is not set, ``ALLOWED_HOSTS``), then channels' ``AuthMiddlewareStack``.
+is not set, ``ALLOWED_HOSTS``), then channels' ``AuthMiddlewareStack``; a path
+outside ``WEBSOCKET_URL`` is answered with 4404. It reads those settings when
+a socket connects, so ``override_settings`` applies to it too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf import settings
 from django.urls import URLPattern, re_path
 
 __all__ = ["websocket_application", "websocket_urlpatterns"]  # noqa: F822 (module __getattr__)
@@ -30,22 +33,56 @@ def _patterns() -> list[URLPattern]:
     return [re_path(rf"(?s)^{prefix}(?P<facility>.*)\Z", WebsocketConsumer.as_asgi())]
 
 
+class _WebsocketApplication:
+    """The websocket app of :func:`websocket_application`, rebuilt when its settings change."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._key: tuple[Any, ...] | None = None
+        self._app: Any = None
+
+    def _settings_key(self) -> tuple[Any, ...]:
+        from .conf import conf
+
+        origins = conf.WS4REDIS_ALLOWED_ORIGINS
+        return (
+            conf.WEBSOCKET_URL,
+            None if origins is None else tuple(origins),
+            tuple(settings.ALLOWED_HOSTS),
+            settings.DEBUG,
+        )
+
+    def _build(self) -> Any:
+        from channels.auth import AuthMiddlewareStack
+        from channels.routing import URLRouter
+        from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
+
+        from .conf import conf
+        from .consumer import NoRouteConsumer
+
+        inner = self.inner
+        if inner is None:
+            inner = URLRouter([*_patterns(), re_path(r"", NoRouteConsumer.as_asgi())])
+        app = AuthMiddlewareStack(inner)
+        origins = conf.WS4REDIS_ALLOWED_ORIGINS
+        if origins is not None:
+            return OriginValidator(app, origins)
+        return AllowedHostsOriginValidator(app)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        key = self._settings_key()
+        if key != self._key:
+            self._app, self._key = self._build(), key
+        return await self._app(scope, receive, send)
+
+
 def websocket_application(inner: Any = None) -> Any:
     """Return the websocket ASGI app: origin check, auth/session, then ``inner``.
 
-    ``inner`` defaults to a ``URLRouter`` over :data:`websocket_urlpatterns`.
+    ``inner`` defaults to a ``URLRouter`` over :data:`websocket_urlpatterns`
+    that answers other paths with 4404.
     """
-    from channels.auth import AuthMiddlewareStack
-    from channels.routing import URLRouter
-    from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
-
-    from .conf import conf
-
-    app = AuthMiddlewareStack(inner if inner is not None else URLRouter(_patterns()))
-    origins = conf.WS4REDIS_ALLOWED_ORIGINS
-    if origins is not None:
-        return OriginValidator(app, origins)
-    return AllowedHostsOriginValidator(app)
+    return _WebsocketApplication(inner)
 
 
 def __getattr__(name: str) -> Any:

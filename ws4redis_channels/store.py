@@ -71,6 +71,13 @@ _async_scripts: weakref.WeakKeyDictionary[redis.asyncio.Redis, redis.commands.co
 )
 
 
+# Clients that loaded the function library once: a process that only
+# publishes (a Celery worker, manage.py) makes it available to other languages.
+_functions_loaded: weakref.WeakKeyDictionary[redis.Redis | redis.asyncio.Redis, bool] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _script(client: redis.Redis) -> redis.commands.core.Script:
     script = _sync_scripts.get(client)
     if script is None:
@@ -89,6 +96,8 @@ def publish(client: redis.Redis, channels: Sequence[str], message: bytes, expire
     """Publish ``message`` on ``channels``, storing it for ``expire`` seconds if positive."""
     if not channels:
         return 0
+    if client not in _functions_loaded:
+        _functions_loaded[client] = load_function(client)
     return int(_script(client)(keys=list(channels), args=[message, max(expire, 0)]))
 
 
@@ -98,6 +107,8 @@ async def apublish(
     """Asynchronous :func:`publish`."""
     if not channels:
         return 0
+    if client not in _functions_loaded:
+        _functions_loaded[client] = await aload_function(client)
     return int(await _ascript(client)(keys=list(channels), args=[message, max(expire, 0)]))
 
 

@@ -69,8 +69,8 @@
  *   is_connecting(), is_connected(), is_closing(), is_closed()
  *
  * Static: WS4Redis.NO_RETRY (close codes that mean "the same request would be refused
- *   again": 4400 bad facility, 4401 login required, 4403 may not publish, 4413 message
- *   too big, 4428 session required; frozen).
+ *   again": 4400 bad facility, 4401 login required, 4403 may not publish, 4404 no such
+ *   endpoint, 4413 message too big, 4428 session required; frozen).
  *
  * A handshake the server refuses before accepting it (origin check, PermissionDenied)
  * reaches the browser as code 1006, like a network error: it is retried with backoff.
@@ -87,7 +87,7 @@
   "use strict";
 
   var OPEN = 1;
-  var NO_RETRY = Object.freeze([4400, 4401, 4403, 4413, 4428]);
+  var NO_RETRY = Object.freeze([4400, 4401, 4403, 4404, 4413, 4428]);
   var EVENTS = ["open", "message", "close", "state", "heartbeat"];
 
   var DEFAULTS = {

@@ -1,0 +1,32 @@
+"""``manage.py ws4redis_load_function``: load the ``ws4redis_publish`` Redis function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ...conf import conf
+from ...connection import parse_target, sync_client
+from ...store import FUNCTION_LIBRARY, FUNCTION_NAME, load_function
+
+
+class Command(BaseCommand):
+    help = (
+        "Load the Redis function ws4redis_publish (Redis 7+), so that other languages and "
+        "redis-cli can publish with persistence: FCALL ws4redis_publish 1 <channel> <message> "
+        "<seconds>. The app also loads it when it connects; run this after a Redis restart "
+        "or in a deployment script."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--print", action="store_true", help="only print the library code")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["print"]:
+            self.stdout.write(FUNCTION_LIBRARY)
+            return
+        target = parse_target(conf.WS4REDIS_CONNECTION)
+        if not load_function(sync_client(target)):
+            raise CommandError(f"Redis at {target.describe()} cannot load functions (Redis 7+)")
+        self.stdout.write(f"Loaded the function {FUNCTION_NAME} into Redis at {target.describe()}")
