@@ -3,9 +3,12 @@
 A hand-rolled websocket server on a bare ``asyncio.Protocol`` (uvloop when
 installed): it answers the upgrade, keeps each socket's transport in the set
 of its facility, and reads client frames only to answer pings and closes.
-ONE Redis connection ``PSUBSCRIBE``s ``_broadcast_:*``; each message becomes
-one frame, built once and written to every transport of its facility in a
-plain loop. No Django, no ASGI, no per-socket task.
+ONE raw Redis connection ``PSUBSCRIBE``s ``_broadcast_:*``; each message
+becomes one frame, built once and written to every transport of its facility
+in a plain loop. By default the frames of all messages that came in one read
+from Redis are joined and written once per socket (a burst costs one write
+per socket); ``--unbatched`` writes once per message and socket. No Django,
+no ASGI, no per-socket task, no redis-py.
 
 Run as ``python -m tests.bench.floor --port 8001 --redis redis://127.0.0.1:6379/0``.
 """
@@ -19,8 +22,7 @@ import hashlib
 import signal
 from collections import defaultdict
 from typing import cast
-
-import redis.asyncio
+from urllib.parse import urlparse
 
 __all__ = ["frame", "main"]
 
@@ -118,30 +120,90 @@ class WebsocketProtocol(asyncio.Protocol):
         return data
 
 
-async def forward(pubsub: redis.asyncio.client.PubSub) -> None:
-    while True:
-        message = await pubsub.get_message(timeout=None)
-        if message is None or message["type"] != "pmessage":
+def _parse(buffer: bytes, pos: int) -> tuple[list[bytes | int] | None, int]:
+    """Parse one RESP2 array of bulk strings and integers at ``pos``; None if incomplete."""
+    end = buffer.find(b"\r\n", pos)
+    if end < 0:
+        return None, pos
+    count = int(buffer[pos + 1 : end])
+    at = end + 2
+    items: list[bytes | int] = []
+    for _ in range(count):
+        end = buffer.find(b"\r\n", at)
+        if end < 0:
+            return None, pos
+        if buffer[at] == 0x3A:  # ":" integer
+            items.append(int(buffer[at + 1 : end]))
+            at = end + 2
             continue
-        facility = message["channel"][len(_CHANNEL_PREFIX) :]
-        data = frame(message["data"])
-        for transport in tuple(sockets.get(facility, ())):
-            transport.write(data)
+        size = int(buffer[at + 1 : end])
+        start = end + 2
+        if len(buffer) < start + size + 2:
+            return None, pos
+        items.append(buffer[start : start + size])
+        at = start + size + 2
+    return items, at
 
 
-async def serve(host: str, port: int, url: str) -> None:
+class RedisSubscriber(asyncio.Protocol):
+    """ONE ``PSUBSCRIBE _broadcast_:*`` connection; fans each message out in a loop.
+
+    ``batched``: the frames of all messages that arrived in one read are joined
+    and written once per socket, the way a burst is cheapest to deliver.
+    """
+
+    def __init__(self, batched: bool) -> None:
+        self.batched = batched
+        self.buffer = b""
+        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        pattern = _CHANNEL_PREFIX + b"*"
+        command = b"*2\r\n$10\r\nPSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(pattern), pattern)
+        cast(asyncio.Transport, transport).write(command)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        pos = 0
+        batches: dict[bytes, list[bytes]] = {}
+        while pos < len(buffer):
+            items, pos = _parse(buffer, pos)
+            if items is None:
+                break
+            if items[0] == b"pmessage":
+                facility = items[2][len(_CHANNEL_PREFIX) :]  # type: ignore[index]
+                data_frame = frame(items[3])  # type: ignore[arg-type]
+                if self.batched:
+                    batches.setdefault(facility, []).append(data_frame)
+                else:
+                    for transport in tuple(sockets.get(facility, ())):
+                        transport.write(data_frame)
+            elif items[0] == b"psubscribe" and not self.subscribed.done():
+                self.subscribed.set_result(None)
+        self.buffer = buffer[pos:]
+        for facility, frames in batches.items():
+            joined = b"".join(frames)
+            for transport in tuple(sockets.get(facility, ())):
+                transport.write(joined)
+
+
+async def serve(host: str, port: int, url: str, batched: bool) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
-    client = redis.asyncio.Redis.from_url(url, socket_timeout=None)
-    pubsub = client.pubsub()
-    await pubsub.psubscribe(_CHANNEL_PREFIX + b"*")
-    await pubsub.get_message(timeout=None)  # the confirmation: subscribed from now on
-    reader = asyncio.create_task(forward(pubsub))
+    target = urlparse(url)
+    _, subscriber = await loop.create_connection(
+        lambda: RedisSubscriber(batched), target.hostname or "127.0.0.1", target.port or 6379
+    )
+    await subscriber.subscribed  # subscribed before the first socket can open
     server = await loop.create_server(WebsocketProtocol, host, port)
-    await asyncio.wait({stop, reader}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({stop, subscriber.lost}, return_when=asyncio.FIRST_COMPLETED)
     server.close()
-    reader.cancel()
 
 
 def main() -> None:
@@ -149,13 +211,17 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", required=True)
+    parser.add_argument(
+        "--unbatched", action="store_true", help="one write per message and socket, no joining"
+    )
     args = parser.parse_args()
+    main = serve(args.host, args.port, args.redis, not args.unbatched)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(args.host, args.port, args.redis))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(args.host, args.port, args.redis))
+        uvloop.run(main)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import redis
 
 __all__ = [
     "cpu_seconds",
+    "listen_overflows",
     "machine_busy_seconds",
     "own_cpu_seconds",
     "raise_open_files",
@@ -45,6 +46,19 @@ def machine_busy_seconds() -> float:
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
     return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def listen_overflows() -> int:
+    """Machine-wide count of connections dropped because a listen backlog was full.
+
+    A dropped SYN is retried by the client's kernel after 1 s, which shows up
+    as a 1 s tail in handshake times.
+    """
+    lines = [ln.split() for ln in Path("/proc/net/netstat").read_text().splitlines()]
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names[0] == "TcpExt:" and "ListenOverflows" in names:
+            return int(values[names.index("ListenOverflows")])
+    return 0
 
 
 def own_cpu_seconds() -> float:

@@ -155,6 +155,12 @@ def notes(results: Results) -> str:
             closed = entry.get("closed_by_server")
             if closed:
                 lines.append(f"{server}/{scenario}: server closed sockets {closed}")
+            if entry.get("listen_overflows"):
+                lines.append(
+                    f"{server}/{scenario}: {entry['listen_overflows']} SYNs dropped on a full "
+                    f"listen backlog (retried after 1 s; handshake p99 "
+                    f"{_num(entry['handshake']['p99_ms'])} ms)"
+                )
             if entry.get("failed_handshakes"):
                 lines.append(f"{server}/{scenario}: failed handshakes {entry['failed_handshakes']}")
             if entry.get("dropped"):

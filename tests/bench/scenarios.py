@@ -33,6 +33,7 @@ from .client import (
 )
 from .measure import (
     cpu_seconds,
+    listen_overflows,
     machine_busy_seconds,
     own_cpu_seconds,
     redis_connections,
@@ -320,6 +321,7 @@ async def connect(bench: Bench) -> dict[str, Any]:
     async with _Session(bench) as session:
         others = await bench.wait_idle()
         window = bench.window()
+        overflows = listen_overflows()
         bench.profile_start("connect")
         opened = await open_sockets(
             HOST,
@@ -331,6 +333,7 @@ async def connect(bench: Bench) -> dict[str, Any]:
             timeout=sizes.open_timeout,
         )
         cpu = window.close()
+        overflows = listen_overflows() - overflows
         bench.profile_stop()
         session.sockets = opened.sockets
         session.failures.update(opened.failures)
@@ -341,6 +344,7 @@ async def connect(bench: Bench) -> dict[str, Any]:
             "concurrency": sizes.concurrency,
             "connects_per_s": len(opened.sockets) / opened.seconds,
             "handshake": _latency_ms(handshakes),
+            "listen_overflows": overflows,
             "all_receiving_after_s": opened.seconds + ready,
             "cpu_percent": cpu,
             "others_cpu_before": others,

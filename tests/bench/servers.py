@@ -6,6 +6,7 @@
 ``groups-core``    Channels groups on ``RedisChannelLayer`` + a group_send bridge
 ``groups-pubsub``  the same on ``RedisPubSubChannelLayer``
 ``floor``          hand-rolled asyncio websocket server, one subscription (``floor.py``)
+``floor-unbatched``  the same, one write per message and socket
 =================  ==========================================================
 
 Every server serves ``/ws/<facility>?subscribe-broadcast`` and delivers
@@ -121,6 +122,12 @@ def _daphne(app: str) -> Callable[[int, str], list[str]]:
 
 _product = _daphne("testproject.asgi:application")
 _reference = _daphne("tests.bench.reference:application")
+
+
+def _floor(port: int, redis_url: str) -> list[str]:
+    return [sys.executable, "-m", "tests.bench.floor", "--port", str(port), "--redis", redis_url]
+
+
 _BRIDGE = [sys.executable, "-m", "tests.bench.group_bridge"]
 _REFERENCE_ENV = {"DJANGO_SETTINGS_MODULE": "tests.bench.reference_settings"}
 
@@ -160,18 +167,14 @@ SERVERS: dict[str, ServerSpec] = {
         ),
         ServerSpec(
             "floor",
-            "hand-rolled asyncio websocket server, one subscription (uvloop if installed)",
-            lambda port, url: {
-                "server": [
-                    sys.executable,
-                    "-m",
-                    "tests.bench.floor",
-                    "--port",
-                    str(port),
-                    "--redis",
-                    url,
-                ]
-            },
+            "hand-rolled asyncio websocket server, one subscription, frames of one Redis "
+            "read joined per socket (uvloop if installed)",
+            lambda port, url: {"server": _floor(port, url)},
+        ),
+        ServerSpec(
+            "floor-unbatched",
+            "the floor with one write per message and socket",
+            lambda port, url: {"server": [*_floor(port, url), "--unbatched"]},
         ),
     ]
 }
