@@ -20,6 +20,7 @@ import redis
 from testproject.redis_server import RedisServer
 from tests.servers import ROOT
 
+from . import servers
 from .measure import raise_open_files
 from .profile import Profiler
 from .report import headline, headline_text, notes, table, write_json
@@ -62,6 +63,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--strict",
         action="store_true",
         help="exit 1 if the product lost or duplicated a delivery",
+    )
+    parser.add_argument(
+        "--daphne-backlog",
+        type=int,
+        help="listen backlog for every daphne server (default: Twisted's 50)",
     )
     parser.add_argument("--json", type=Path, help="where to write the JSON (default: results/)")
     args = parser.parse_args(argv)
@@ -139,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     if args.wait_idle is not None:
         sizes = dataclasses.replace(sizes, wait_idle=args.wait_idle)
     open_files = raise_open_files(32768)
+    servers.daphne_backlog = args.daphne_backlog
     stamp = time.strftime("%Y%m%d-%H%M%S")
     profiler = None
     if args.profile or args.profile_native:
@@ -190,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         "client": {"process": "one", "loop": loop_name},
         "versions": _versions(),
         "sizes": dataclasses.asdict(sizes),
+        "daphne_backlog": args.daphne_backlog,
         "servers": {name: SERVERS[name].description for name in args.servers},
         "headline": ratios,
         "results": results,

@@ -113,9 +113,18 @@ class ServerSpec:
         return running
 
 
+# daphne listens with Twisted's default backlog of 50; a connect burst beyond
+# that drops SYNs, which clients retry after 1 s. ``--daphne-backlog`` sets it.
+daphne_backlog: int | None = None
+
+
 def _daphne(app: str) -> Callable[[int, str], list[str]]:
     def command(port: int, redis_url: str) -> list[str]:
-        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
+        if daphne_backlog:
+            where = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={daphne_backlog}"]
+        else:
+            where = ["-b", "127.0.0.1", "-p", str(port)]
+        return [sys.executable, "-m", "daphne", *where, app]
 
     return command
 
