@@ -62,13 +62,11 @@ class Profiler:
             "raw",
             "--output",
             str(self._output),
-            "--nonblocking",
         ]
-        if self.native:
-            command.append("--native")
-        self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        # --native cannot sample without pausing the process.
+        command.append("--native" if self.native else "--nonblocking")
+        with open(self._output.with_suffix(".log"), "wb") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         time.sleep(0.5)  # let it attach before the window opens
 
     def stop(self) -> Path | None:

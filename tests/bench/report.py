@@ -126,6 +126,12 @@ def headline(results: Results) -> dict[str, Any]:
         "burst5k_product_over_floor": _ratio(
             results, "product", "floor", "burst5k", "deliveries_per_s"
         ),
+        "burst1k_product_over_floor_unbatched": _ratio(
+            results, "product", "floor-unbatched", "burst1k", "deliveries_per_s"
+        ),
+        "burst5k_product_over_floor_unbatched": _ratio(
+            results, "product", "floor-unbatched", "burst5k", "deliveries_per_s"
+        ),
         "connects_product_over_naive": _ratio(
             results, "product", "naive", "connect", "connects_per_s"
         ),
