@@ -25,9 +25,12 @@ class Collect:
         self.lost = asyncio.Event()
         self.arrived = asyncio.Event()
 
-    def deliver(self, message: dict) -> None:
-        self.messages.append(message.get("text", message.get("bytes")))
+    def deliver(self, messages: list[dict]) -> None:
+        self.messages.extend(m.get("text", m.get("bytes")) for m in messages)
         self.arrived.set()
+
+    def going_away(self) -> None:
+        pass
 
     def redis_lost(self) -> None:
         self.lost.set()
@@ -191,3 +194,23 @@ async def test_what_was_stored_while_disconnected_is_caught_up_once(bridge, redi
     assert await sink.wait_for(4) == ["seen", "live", "missed", "after"]
     await asyncio.sleep(0.2)
     assert len(sink.messages) == 4
+
+
+async def test_a_burst_on_one_channel_is_delivered_in_one_call_per_sink(bridge, redis_client):
+    calls: list[int] = []
+
+    class Counting(Collect):
+        def deliver(self, messages: list[dict]) -> None:
+            calls.append(len(messages))
+            super().deliver(messages)
+
+    sink = Counting()
+    await bridge.join(sink, ["_broadcast_:run", "_broadcast_:other"])
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(100):
+        pipe.publish("_broadcast_:run", str(i))
+    pipe.publish("_broadcast_:other", "x")
+    pipe.publish("_broadcast_:run", "last")
+    pipe.execute()
+    assert await sink.wait_for(102) == [*map(str, range(100)), "x", "last"]
+    assert len(calls) < 20  # runs of one channel arrive together, not one call each

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from ws4redis_channels.bridge import Outbound
 from ws4redis_channels.sending import Outlet
 
 
-def message(text: str) -> dict:
-    return {"type": "websocket.send", "text": text}
+def messages(*texts: str) -> list[Outbound]:
+    return [Outbound({"type": "websocket.send", "text": text}) for text in texts]
 
 
 def make_outlet(send, max_buffer: int = 1000):
@@ -29,10 +30,10 @@ async def test_messages_are_held_until_release():
         sent.append(m)
 
     outlet, _ = make_outlet(send)
-    outlet.deliver(message("a"))
+    outlet.deliver(messages("a"))
     assert sent == []
     outlet.release()
-    outlet.deliver(message("b"))
+    outlet.deliver(messages("b"))
     assert [m["text"] for m in sent] == ["a", "b"]  # synchronously, without a task
 
 
@@ -48,13 +49,13 @@ async def test_a_send_that_waits_queues_later_messages_in_order():
     outlet, events = make_outlet(send)
     outlet.release()
     for text in ["first", "slow", "x", "y"]:
-        outlet.deliver(message(text))
+        outlet.deliver(messages(text))
     assert sent == ["first"]
     assert outlet.buffered() == 2
     gate.set_result(None)
     await asyncio.wait_for(outlet._task, 5)
     assert sent == ["first", "slow", "x", "y"]
-    outlet.deliver(message("z"))
+    outlet.deliver(messages("z"))
     assert sent[-1] == "z" and events == []
 
 
@@ -67,7 +68,7 @@ async def test_a_socket_that_falls_too_far_behind_is_reported_once():
     outlet, events = make_outlet(send, max_buffer=10)
     outlet.release()
     for _ in range(20):
-        outlet.deliver(message("12345"))
+        outlet.deliver(messages("12345"))
     assert events == ["overflow"]
     assert outlet.closed and outlet.buffered() == 0
     await outlet.aclose()

@@ -35,6 +35,7 @@ from . import store
 from .connection import RedisTarget, async_client, resolve_address, ssl_context
 from .exceptions import RedisUnavailable
 from .resp import Parser, ReplyError, Value, encode_command
+from .transport import encode_frame
 
 __all__ = ["Bridge", "Outbound", "Sink", "make_message"]
 
@@ -51,8 +52,12 @@ SUBSCRIBE_CHUNK = 500
 class Sink(Protocol):
     """What the bridge delivers to: the outbound side of one websocket."""
 
-    def deliver(self, message: dict[str, Any]) -> None:
-        """Send one ASGI ``websocket.send`` message; must not block."""
+    def deliver(self, messages: Sequence[Outbound]) -> None:
+        """Send ASGI ``websocket.send`` messages, in order; must not block.
+
+        A burst on one channel comes as one call: a fan-out costs a call per
+        socket, not per socket and message.
+        """
 
     def redis_lost(self) -> None:
         """Redis stayed unreachable past the bound: close the socket."""
@@ -64,14 +69,14 @@ class Sink(Protocol):
 class Outbound(dict):  # type: ignore[type-arg]
     """An ASGI ``websocket.send`` message shared by every socket of one fan-out.
 
-    It also caches the encoded websocket frame, so a fan-out encodes once.
+    It also carries the encoded websocket frame: a fan-out encodes once.
     """
 
     __slots__ = ("frame",)
 
     def __init__(self, message: dict[str, Any]) -> None:
         super().__init__(message)
-        self.frame: bytes | None = None
+        self.frame = encode_frame(message)
 
 
 def make_message(payload: bytes) -> Outbound:
@@ -98,7 +103,8 @@ class _Channel:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        self.sinks: dict[Sink, None] = {}
+        # Each sink with its bound deliver method, looked up once.
+        self.sinks: dict[Sink, Callable[[Sequence[Outbound]], None]] = {}
         # Sinks still replaying, with the live payloads held back for them.
         self.joining: dict[Sink, list[bytes]] = {}
         self.requested = False  # SUBSCRIBE written and not followed by UNSUBSCRIBE
@@ -163,9 +169,7 @@ class _SubscriberProtocol(asyncio.Protocol):
             assert self.transport is not None
             self.transport.abort()
             return
-        on_value = self.bridge._on_value
-        for value in values:
-            on_value(value)
+        self.bridge._on_values(values)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
@@ -336,7 +340,7 @@ class Bridge:
         This is the channel layer path: the event says whether it is text or bytes.
         """
         payload = message["bytes"] if "bytes" in message else message["text"].encode("utf-8")
-        self._fanout(channel.encode(), payload, Outbound(message))
+        self._fanout(channel.encode(), [payload], [Outbound(message)])
 
     async def close(self) -> None:
         """Unsubscribe, close the connection and stop every task of the bridge."""
@@ -458,11 +462,12 @@ class Bridge:
                 continue
             held = ch.joining.pop(sink)
             value = stored.get(key)
-            if value is not None and value not in held and not (join.catch_up and value == ch.last):
-                sink.deliver(make_message(value))
-            for payload in held:
-                sink.deliver(make_message(payload))
-            ch.sinks[sink] = None
+            replay = [] if value is None or value in held else [value]
+            if join.catch_up and value == ch.last:
+                replay = []
+            if replay or held:
+                sink.deliver([make_message(payload) for payload in replay + held])
+            ch.sinks[sink] = sink.deliver
 
     # -- reading ------------------------------------------------------------
 
@@ -470,7 +475,7 @@ class Bridge:
         if type(value) is list and value:
             kind = value[0]
             if kind == b"message":
-                self._fanout(value[1], value[2])  # type: ignore[arg-type]
+                self._fanout(value[1], [value[2]])  # type: ignore[list-item, arg-type]
                 return
             if kind == b"subscribe":
                 ch = self._channels.get(value[1])  # type: ignore[arg-type]
@@ -499,24 +504,56 @@ class Bridge:
         elif isinstance(value, ReplyError):
             logger.warning("Redis answered the subscriber connection with an error: %s", value)
 
-    def _fanout(self, key: bytes, payload: bytes, message: dict[str, Any] | None = None) -> None:
+    def _on_values(self, values: list[Value]) -> None:
+        """Handle what one read from Redis brought; runs of messages on one
+        channel are fanned out together."""
+        run_key: bytes | None = None
+        run: list[bytes] = []
+        for value in values:
+            if type(value) is list and value and value[0] == b"message":
+                key = value[1]
+                if key != run_key:
+                    if run:
+                        self._fanout(run_key, run)  # type: ignore[arg-type]
+                    run_key, run = key, []  # type: ignore[assignment]
+                run.append(value[2])  # type: ignore[arg-type]
+                continue
+            if run:
+                self._fanout(run_key, run)  # type: ignore[arg-type]
+                run_key, run = None, []
+            self._on_value(value)
+        if run:
+            self._fanout(run_key, run)  # type: ignore[arg-type]
+
+    def _fanout(
+        self, key: bytes, payloads: list[bytes], messages: list[Outbound] | None = None
+    ) -> None:
         ch = self._channels.get(key)
         if ch is None:
             return
         for held in ch.joining.values():
-            held.append(payload)
+            held.extend(payloads)
         if not ch.sinks:
             return
-        ch.last = payload
-        skip = ch.take_echo(payload) if ch.echoes else None
-        if message is None:
-            message = make_message(payload)
-        for sink in tuple(ch.sinks):
-            if sink is not skip:
+        ch.last = payloads[-1]
+        if messages is None:
+            messages = [make_message(payload) for payload in payloads]
+        if ch.echoes:
+            # Some sender must not get its own publication back: message by message.
+            for payload, message in zip(payloads, messages, strict=True):
+                self._deliver(ch, [message], ch.take_echo(payload))
+        else:
+            self._deliver(ch, messages, None)
+
+    def _deliver(self, ch: _Channel, messages: list[Outbound], skip: Sink | None) -> None:
+        # One list per fan-out (a sink may leave while we deliver), and no
+        # other allocation per socket: a fan-out to thousands stays cheap.
+        for deliver in list(ch.sinks.values()):
+            if skip is None or deliver.__self__ is not skip:  # type: ignore[attr-defined]
                 try:
-                    sink.deliver(message)
+                    deliver(messages)
                 except Exception:
-                    logger.exception("Delivering a message on %r failed", key)
+                    logger.exception("Delivering messages on %r failed", ch.key)
 
     # -- connection management ----------------------------------------------
 

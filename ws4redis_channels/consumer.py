@@ -53,13 +53,39 @@ class _Refusal(Exception):
         self.code = code
 
 
-class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
-    """Serves ``<WEBSOCKET_URL><facility>?subscribe-...&publish-...&echo``."""
+class _LeanConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """An ``AsyncWebsocketConsumer`` without a channel layer of its own.
 
-    # The consumer needs no channel layer: the process's bridge relays
-    # channel layer events (see layer.py). An alias that is never configured
-    # makes channels skip creating a layer channel and a receive task per socket.
-    channel_layer_alias = "ws4redis-consumers-use-no-layer"
+    The process's bridge relays channel layer events (see layer.py), so a
+    socket needs no layer channel. With a single source of events, a plain
+    loop replaces channels' ``await_many_dispatch``, which keeps a task per
+    socket and makes a new one for every frame. ``dispatch`` skips the
+    thread hop that closes old database connections before each handler:
+    only the handshake touches the database, through
+    ``database_sync_to_async``, which does that itself.
+    """
+
+    channel_layer = None
+    groups: list[str] = []  # class-level: no empty list per socket
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+
+class WebsocketConsumer(_LeanConsumer):
+    """Serves ``<WEBSOCKET_URL><facility>?subscribe-...&publish-...&echo``."""
 
     facility: str = ""
     subscribe_channels: list[str]
@@ -76,15 +102,6 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._close_task: asyncio.Future[None] | None = None
         self._tokens = 0.0
         self._token_time = 0.0
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # AsyncConsumer.dispatch closes old database connections in a thread
-        # before every handler. Only the handshake touches the database, and
-        # it does so through database_sync_to_async, which does that itself.
-        handler = getattr(self, message["type"].replace(".", "_"), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     # -- handshake ----------------------------------------------------------
 
@@ -281,7 +298,7 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     def _leave(self) -> None:
         if self._bridge is not None and self._outlet is not None:
             self._bridge.leave(self._outlet, self.subscribe_channels)
-            self._outlet.closed = True
+            self._outlet.stop()
 
     def _too_slow(self) -> None:
         # Called from the bridge's fan-out: stop delivering at once, close soon.
@@ -304,10 +321,8 @@ class WebsocketConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         raise StopConsumer()
 
 
-class NoRouteConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+class NoRouteConsumer(_LeanConsumer):
     """Answers a websocket at a path outside ``WEBSOCKET_URL`` with 4404."""
-
-    channel_layer_alias = WebsocketConsumer.channel_layer_alias
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         client = self.scope.get("client") or ("?", 0)
@@ -318,3 +333,6 @@ class NoRouteConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         await self.accept()
         await self.close(code=int(CloseCode.NOT_FOUND), reason=CLOSE_REASONS[CloseCode.NOT_FOUND])
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        raise StopConsumer()

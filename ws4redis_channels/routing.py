@@ -7,8 +7,10 @@ accessed (not at import), for use in your own ``URLRouter``::
 
 :func:`websocket_application` wraps them the way the docs recommend: the
 ``Origin`` header checked against ``WS4REDIS_ALLOWED_ORIGINS`` (or, when that
-is not set, ``ALLOWED_HOSTS``), then channels' ``AuthMiddlewareStack``; a path
-outside ``WEBSOCKET_URL`` is answered with 4404. It reads those settings when
+is not set, ``ALLOWED_HOSTS``), then the cookies, session and user that
+channels' ``AuthMiddlewareStack`` would give, in one layer
+(:mod:`ws4redis_channels.middleware`); a path outside ``WEBSOCKET_URL`` is
+answered with 4404. It reads those settings when
 a socket connects, so ``override_settings`` applies to it too.
 """
 
@@ -53,21 +55,23 @@ class _WebsocketApplication:
         )
 
     def _build(self) -> Any:
-        from channels.auth import AuthMiddlewareStack
         from channels.routing import URLRouter
-        from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
 
         from .conf import conf
         from .consumer import NoRouteConsumer
+        from .middleware import WebsocketAuthMiddleware
 
         inner = self.inner
         if inner is None:
             inner = URLRouter([*_patterns(), re_path(r"", NoRouteConsumer.as_asgi())])
-        app = AuthMiddlewareStack(inner)
         origins = conf.WS4REDIS_ALLOWED_ORIGINS
-        if origins is not None:
-            return OriginValidator(app, origins)
-        return AllowedHostsOriginValidator(app)
+        if origins is None:
+            # As channels' AllowedHostsOriginValidator: ALLOWED_HOSTS, and
+            # local hosts when DEBUG leaves it empty.
+            origins = list(settings.ALLOWED_HOSTS)
+            if settings.DEBUG and not origins:
+                origins = ["localhost", "127.0.0.1", "[::1]"]
+        return WebsocketAuthMiddleware(inner, origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
         key = self._settings_key()

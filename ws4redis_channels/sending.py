@@ -26,7 +26,7 @@ import asyncio
 import collections
 import logging
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from .bridge import Outbound
@@ -34,10 +34,10 @@ from .transport import (
     DirectWriter,
     Send,
     daphne_protocol,
-    encode_frame,
     prefer_close_frames,
     queued_bytes,
     raw_send,
+    release_handshake_data,
     send_going_away,
     twisted_transport,
 )
@@ -52,15 +52,6 @@ def _size(message: dict[str, Any]) -> int:
     if data is None:
         data = message.get("bytes") or b""
     return len(data)
-
-
-def _frame(message: dict[str, Any]) -> bytes:
-    frame = getattr(message, "frame", None)
-    if frame is None:
-        frame = encode_frame(message)
-        if isinstance(message, Outbound):
-            message.frame = frame  # encoded once per fan-out
-    return frame
 
 
 async def _resume(coroutine: Coroutine[Any, Any, Any], yielded: Any) -> None:
@@ -145,12 +136,14 @@ class Outlet:
         self._transport = twisted_transport(protocol)
         self._direct = DirectWriter.for_protocol(protocol) if direct_writes else None
         self._flush_queue = _FlushQueue.current()
-        self._pending: list[dict[str, Any]] = []
+        # Messages gathered for the next flush; None unless direct writes are
+        # on, the socket is released and not closed (then deliver() is short).
+        self._pending: list[Outbound] | None = None
         self._max_buffer = max_buffer
         self._on_overflow = on_overflow
         self._on_redis_lost = on_redis_lost
         # Messages are held until release(): the socket is not accepted yet.
-        self._backlog: collections.deque[dict[str, Any]] | None = collections.deque()
+        self._backlog: collections.deque[Outbound] | None = collections.deque()
         self._backlog_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self.closed = False
@@ -162,50 +155,62 @@ class Outlet:
             return
         self._backlog = None
         self._backlog_bytes = 0
-        for message in held:
-            self.deliver(message)
+        if self._direct is not None and not self.closed:
+            self._pending = []
+        if self._protocol is not None:
+            release_handshake_data(self._protocol)
+        if held:
+            self.deliver(held)
 
     def buffered(self) -> int:
         """Return how many bytes wait to be written to this socket (as far as known)."""
-        queued = self._backlog_bytes + sum(_size(m) for m in self._pending)
+        queued = self._backlog_bytes + sum(_size(m) for m in self._pending or ())
         if self._transport is not None:
             queued += queued_bytes(self._transport)
         return queued
 
-    def deliver(self, message: dict[str, Any]) -> None:
-        """Send ``message`` soon (direct writes) or now (ASGI), else queue it."""
-        if self.closed:
-            return
-        if self._backlog is not None:
-            self._backlog.append(message)
-            self._backlog_bytes += _size(message)
-            if self._backlog_bytes > self._max_buffer:
-                self._overflow()
-            return
-        if self._direct is not None:
-            if not self._pending:
+    def deliver(self, messages: Sequence[Outbound]) -> None:
+        """Send ``messages`` soon (direct writes) or now (ASGI), else queue them."""
+        pending = self._pending
+        if pending is not None:
+            # The fast path: gather them; the flush queue writes at the end of the callback.
+            if not pending:
                 self._flush_queue.add(self)
-            self._pending.append(message)
+            pending += messages
             return
-        self._send_now(message)
+        for message in messages:
+            if self.closed:
+                return
+            if self._backlog is not None:
+                self._backlog.append(message)
+                self._backlog_bytes += _size(message)
+                if self._backlog_bytes > self._max_buffer:
+                    self._overflow()
+                continue
+            self._send_now(message)
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if self.closed or not pending:
+        pending = self._pending
+        if not pending:
             return
+        self._pending = []
+        if len(pending) == 1:
+            data = pending[0].frame
+        else:
+            data = b"".join([message.frame for message in pending])
         direct = self._direct
         assert direct is not None
-        data = _frame(pending[0]) if len(pending) == 1 else b"".join(map(_frame, pending))
         if direct.write(data):
             transport = self._transport
             if transport._tempDataLen and queued_bytes(transport) > self._max_buffer:
                 self._overflow()
             return
         # Not an open plain connection between messages (any more): use ASGI.
+        self._pending = None
         for message in pending:
             self._send_now(message)
 
-    def _send_now(self, message: dict[str, Any]) -> None:
+    def _send_now(self, message: Outbound) -> None:
         if self._backlog is not None:
             self._backlog.append(message)
             self._backlog_bytes += _size(message)
@@ -238,9 +243,14 @@ class Outlet:
             self._backlog = None
             self._backlog_bytes = 0
 
+    def stop(self) -> None:
+        """Deliver nothing more (the socket is closing)."""
+        self.closed = True
+        self._pending = None
+
     def _overflow(self) -> None:
         self.closed = True
-        self._pending = []
+        self._pending = None
         if self._backlog is not None:
             self._backlog.clear()
             self._backlog_bytes = 0
@@ -255,6 +265,7 @@ class Outlet:
         """Called at server shutdown: close the socket with 1001 (under daphne)."""
         self._flush()
         self.closed = True
+        self._pending = None
         if self._protocol is not None:
             # ASGI apps may only close with 1000 or 3000-4999 under daphne;
             # 1001 "going away" is sent on the protocol itself.
@@ -263,7 +274,7 @@ class Outlet:
     async def aclose(self) -> None:
         """Stop delivering and wait for a send in progress."""
         self.closed = True
-        self._pending = []
+        self._pending = None
         task = self._task
         if task is not None and not task.done():
             task.cancel()

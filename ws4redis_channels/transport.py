@@ -23,6 +23,7 @@ __all__ = [
     "prefer_close_frames",
     "queued_bytes",
     "raw_send",
+    "release_handshake_data",
     "send_going_away",
 ]
 
@@ -149,6 +150,23 @@ def prefer_close_frames(protocol: Any) -> None:
     frame carrying the code (1007, 1009) instead of dropping the TCP connection."""
     if protocol is not None and hasattr(protocol, "failByDrop"):
         protocol.failByDrop = False
+
+
+def release_handshake_data(protocol: Any) -> None:
+    """Drop what autobahn keeps of the opening handshake once the socket is open.
+
+    The parsed request headers and the raw request and response are only read
+    while the handshake runs; an idle socket keeps them for its whole life
+    (about 1.5 KB each).
+    """
+    if getattr(protocol, "state", None) != getattr(protocol, "STATE_OPEN", object()):
+        return
+    headers = getattr(protocol, "http_headers", None)
+    if isinstance(headers, dict):
+        headers.clear()  # also referenced by daphne's ConnectionRequest
+    for name in ("http_request_data", "http_response_data"):
+        if hasattr(protocol, name):
+            setattr(protocol, name, None)
 
 
 def send_going_away(protocol: Any) -> None:

@@ -67,7 +67,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--daphne-backlog",
         type=int,
-        help="listen backlog for every daphne server (default: Twisted's 50)",
+        default=1024,
+        help="listen backlog for every daphne server (default 1024; 0: Twisted's 50)",
     )
     parser.add_argument("--json", type=Path, help="where to write the JSON (default: results/)")
     args = parser.parse_args(argv)

@@ -7,9 +7,11 @@
   facility; a separate bridge process (:mod:`tests.bench.group_bridge`)
   subscribes to Redis and calls ``group_send`` for each message.
 
-Both sit behind the same origin check and ``AuthMiddlewareStack`` as the
-product, under daphne: ``daphne tests.bench.reference:application`` with
-``BENCH_REFERENCE=naive`` or ``groups``.
+Both sit behind the same middleware as the product (the origin check and
+auth/session layer of ``ws4redis_channels.routing.websocket_application``),
+so the comparison is between delivery designs, under daphne:
+``daphne tests.bench.reference:application`` with ``BENCH_REFERENCE=naive``
+or ``groups``.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.bench.reference_settings"
 django_asgi = get_asgi_application()  # sets Django up before the imports below
 
 import redis.asyncio  # noqa: E402
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
+
+from ws4redis_channels.routing import websocket_application  # noqa: E402
 
 __all__ = ["GroupConsumer", "NaiveConsumer", "application", "group_name"]
 
@@ -111,10 +113,8 @@ _consumer: type[AsyncWebsocketConsumer] = {"naive": NaiveConsumer, "groups": Gro
 application = ProtocolTypeRouter(
     {
         "http": django_asgi,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(
-                URLRouter([re_path(r"^ws/(?P<facility>[^/?]+)$", _consumer.as_asgi())])
-            )
+        "websocket": websocket_application(
+            URLRouter([re_path(r"^ws/(?P<facility>[^/?]+)$", _consumer.as_asgi())])
         ),
     }
 )
