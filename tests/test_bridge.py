@@ -12,7 +12,7 @@ import redis
 from testproject.redis_server import RedisServer, free_port
 from tests.conftest import TIMEOUT
 from ws4redis_channels import store
-from ws4redis_channels.bridge import Bridge
+from ws4redis_channels.bridge import Batch, Bridge
 from ws4redis_channels.connection import async_client, parse_target
 from ws4redis_channels.exceptions import RedisUnavailable
 
@@ -25,8 +25,8 @@ class Collect:
         self.lost = asyncio.Event()
         self.arrived = asyncio.Event()
 
-    def deliver(self, messages: list[dict]) -> None:
-        self.messages.extend(m.get("text", m.get("bytes")) for m in messages)
+    def deliver(self, batch: Batch) -> None:
+        self.messages.extend(m.get("text", m.get("bytes")) for m in batch.messages)
         self.arrived.set()
 
     def going_away(self) -> None:
@@ -200,9 +200,9 @@ async def test_a_burst_on_one_channel_is_delivered_in_one_call_per_sink(bridge, 
     calls: list[int] = []
 
     class Counting(Collect):
-        def deliver(self, messages: list[dict]) -> None:
-            calls.append(len(messages))
-            super().deliver(messages)
+        def deliver(self, batch: Batch) -> None:
+            calls.append(len(batch.messages))
+            super().deliver(batch)
 
     sink = Counting()
     await bridge.join(sink, ["_broadcast_:run", "_broadcast_:other"])

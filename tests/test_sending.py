@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from ws4redis_channels.bridge import Outbound
+from ws4redis_channels.bridge import Batch, Outbound
 from ws4redis_channels.sending import Outlet
 
 
-def messages(*texts: str) -> list[Outbound]:
-    return [Outbound({"type": "websocket.send", "text": text}) for text in texts]
+def messages(*texts: str) -> Batch:
+    return Batch([Outbound({"type": "websocket.send", "text": text}) for text in texts])
 
 
 def make_outlet(send, max_buffer: int = 1000):

@@ -37,7 +37,7 @@ from .exceptions import RedisUnavailable
 from .resp import Parser, ReplyError, Value, encode_command
 from .transport import encode_frame
 
-__all__ = ["Bridge", "Outbound", "Sink", "make_message"]
+__all__ = ["Batch", "Bridge", "Outbound", "Sink", "make_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,10 @@ SUBSCRIBE_CHUNK = 500
 class Sink(Protocol):
     """What the bridge delivers to: the outbound side of one websocket."""
 
-    def deliver(self, messages: Sequence[Outbound]) -> None:
-        """Send ASGI ``websocket.send`` messages, in order; must not block.
+    def deliver(self, batch: Batch) -> None:
+        """Send a batch of ASGI ``websocket.send`` messages, in order; must not block.
 
-        A burst on one channel comes as one call: a fan-out costs a call per
+        A burst on one channel comes as one batch: a fan-out costs a call per
         socket, not per socket and message.
         """
 
@@ -77,6 +77,31 @@ class Outbound(dict):  # type: ignore[type-arg]
     def __init__(self, message: dict[str, Any]) -> None:
         super().__init__(message)
         self.frame = encode_frame(message)
+
+
+class Batch:
+    """The messages of one fan-out, in order, shared by every socket that gets them.
+
+    Their frames, joined, are computed once for all of those sockets.
+    """
+
+    __slots__ = ("_data", "messages")
+
+    def __init__(self, messages: list[Outbound]) -> None:
+        self.messages = messages
+        self._data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        data = self._data
+        if data is None:
+            messages = self.messages
+            if len(messages) == 1:
+                data = messages[0].frame
+            else:
+                data = b"".join([message.frame for message in messages])
+            self._data = data
+        return data
 
 
 def make_message(payload: bytes) -> Outbound:
@@ -104,7 +129,7 @@ class _Channel:
     def __init__(self, key: bytes) -> None:
         self.key = key
         # Each sink with its bound deliver method, looked up once.
-        self.sinks: dict[Sink, Callable[[Sequence[Outbound]], None]] = {}
+        self.sinks: dict[Sink, Callable[[Batch], None]] = {}
         # Sinks still replaying, with the live payloads held back for them.
         self.joining: dict[Sink, list[bytes]] = {}
         self.requested = False  # SUBSCRIBE written and not followed by UNSUBSCRIBE
@@ -466,7 +491,7 @@ class Bridge:
             if join.catch_up and value == ch.last:
                 replay = []
             if replay or held:
-                sink.deliver([make_message(payload) for payload in replay + held])
+                sink.deliver(Batch([make_message(payload) for payload in replay + held]))
             ch.sinks[sink] = sink.deliver
 
     # -- reading ------------------------------------------------------------
@@ -541,17 +566,17 @@ class Bridge:
         if ch.echoes:
             # Some sender must not get its own publication back: message by message.
             for payload, message in zip(payloads, messages, strict=True):
-                self._deliver(ch, [message], ch.take_echo(payload))
+                self._deliver(ch, Batch([message]), ch.take_echo(payload))
         else:
-            self._deliver(ch, messages, None)
+            self._deliver(ch, Batch(messages), None)
 
-    def _deliver(self, ch: _Channel, messages: list[Outbound], skip: Sink | None) -> None:
+    def _deliver(self, ch: _Channel, batch: Batch, skip: Sink | None) -> None:
         # One list per fan-out (a sink may leave while we deliver), and no
         # other allocation per socket: a fan-out to thousands stays cheap.
         for deliver in list(ch.sinks.values()):
             if skip is None or deliver.__self__ is not skip:  # type: ignore[attr-defined]
                 try:
-                    deliver(messages)
+                    deliver(batch)
                 except Exception:
                     logger.exception("Delivering messages on %r failed", ch.key)
 

@@ -26,10 +26,10 @@ import asyncio
 import collections
 import logging
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .bridge import Outbound
+from .bridge import Batch, Outbound
 from .transport import (
     DirectWriter,
     Send,
@@ -138,7 +138,7 @@ class Outlet:
         self._flush_queue = _FlushQueue.current()
         # Messages gathered for the next flush; None unless direct writes are
         # on, the socket is released and not closed (then deliver() is short).
-        self._pending: list[Outbound] | None = None
+        self._pending: list[Batch] | None = None
         self._max_buffer = max_buffer
         self._on_overflow = on_overflow
         self._on_redis_lost = on_redis_lost
@@ -160,25 +160,25 @@ class Outlet:
         if self._protocol is not None:
             release_handshake_data(self._protocol)
         if held:
-            self.deliver(held)
+            self.deliver(Batch(list(held)))
 
     def buffered(self) -> int:
         """Return how many bytes wait to be written to this socket (as far as known)."""
-        queued = self._backlog_bytes + sum(_size(m) for m in self._pending or ())
+        queued = self._backlog_bytes + sum(len(batch.data) for batch in self._pending or ())
         if self._transport is not None:
             queued += queued_bytes(self._transport)
         return queued
 
-    def deliver(self, messages: Sequence[Outbound]) -> None:
-        """Send ``messages`` soon (direct writes) or now (ASGI), else queue them."""
+    def deliver(self, batch: Batch) -> None:
+        """Send a batch of messages soon (direct writes) or now (ASGI), else queue them."""
         pending = self._pending
         if pending is not None:
-            # The fast path: gather them; the flush queue writes at the end of the callback.
+            # The fast path: gather it; the flush queue writes at the end of the callback.
             if not pending:
                 self._flush_queue.add(self)
-            pending += messages
+            pending.append(batch)
             return
-        for message in messages:
+        for message in batch.messages:
             if self.closed:
                 return
             if self._backlog is not None:
@@ -194,10 +194,9 @@ class Outlet:
         if not pending:
             return
         self._pending = []
-        if len(pending) == 1:
-            data = pending[0].frame
-        else:
-            data = b"".join([message.frame for message in pending])
+        # A lone batch (the common case) is written as the bytes every other
+        # socket of the fan-out gets too: nothing is joined per socket.
+        data = pending[0].data if len(pending) == 1 else b"".join([b.data for b in pending])
         direct = self._direct
         assert direct is not None
         if direct.write(data):
@@ -207,8 +206,9 @@ class Outlet:
             return
         # Not an open plain connection between messages (any more): use ASGI.
         self._pending = None
-        for message in pending:
-            self._send_now(message)
+        for batch in pending:
+            for message in batch.messages:
+                self._send_now(message)
 
     def _send_now(self, message: Outbound) -> None:
         if self._backlog is not None:
