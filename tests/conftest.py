@@ -98,6 +98,25 @@ async def _close_bridge() -> AsyncIterator[None]:
     await shutdown()
 
 
+class Spy:
+    """A raw Redis subscriber on every channel: what really reaches Redis during a test."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pubsub = client.pubsub()
+        self.pubsub.psubscribe("*")
+        assert self.pubsub.get_message(timeout=TIMEOUT)["type"] == "psubscribe"
+
+    def messages(self, within: float = 0.5) -> list[tuple[str, bytes]]:
+        """Return (channel, data) of what was published, once nothing came for ``within`` s."""
+        seen = []
+        while (message := self.pubsub.get_message(timeout=within)) is not None:
+            seen.append((message["channel"].decode(), message["data"]))
+        return seen
+
+    def channels(self, within: float = 0.4) -> list[str]:
+        return [channel for channel, _ in self.messages(within)]
+
+
 def session_cookie(username: str | None = None) -> str:
     """Create a saved session (logged in as ``username`` if given); return its key."""
     from django.contrib.auth import (

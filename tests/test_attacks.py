@@ -11,27 +11,12 @@ import redis
 import websockets
 from websockets.frames import Frame, Opcode
 
-from tests.conftest import TIMEOUT, close_code, connect, nothing_arrives, recv, session_cookie
+from tests.conftest import Spy, close_code, connect, nothing_arrives, recv, session_cookie
 from tests.servers import Daphne
 from ws4redis_channels.exceptions import InvalidName
 from ws4redis_channels.names import parse_channel
 
 POLICY_SETTINGS = "tests.e2e_settings"
-
-
-class Spy:
-    """Sees every message that reaches Redis during a test."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.pubsub = client.pubsub()
-        self.pubsub.psubscribe("*")
-        assert self.pubsub.get_message(timeout=TIMEOUT)["type"] == "psubscribe"
-
-    def channels(self, within: float = 0.4) -> list[str]:
-        seen = []
-        while (message := self.pubsub.get_message(timeout=within)) is not None:
-            seen.append(message["channel"].decode())
-        return seen
 
 
 async def still_serves(server: Daphne, client: redis.Redis) -> None:

@@ -13,25 +13,10 @@ from channels.layers import get_channel_layer
 from django.core.management import call_command
 from django.test import override_settings
 
-from tests.conftest import TIMEOUT, connect, nothing_arrives, recv, session_cookie
+from tests.conftest import Spy, connect, nothing_arrives, recv, session_cookie
 from ws4redis_channels import publisher
 from ws4redis_channels.names import group_for
 from ws4redis_channels.publisher import SELF, RedisMessage, RedisPublisher
-
-
-class Spy:
-    """A raw Redis subscriber on every channel, to see what really reaches Redis."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.pubsub = client.pubsub()
-        self.pubsub.psubscribe("*")
-        assert self.pubsub.get_message(timeout=TIMEOUT)["type"] == "psubscribe"
-
-    def messages(self, within: float = 0.5) -> list[tuple[str, bytes]]:
-        seen = []
-        while (message := self.pubsub.get_message(timeout=within)) is not None:
-            seen.append((message["channel"].decode(), message["data"]))
-        return seen
 
 
 async def test_socket_publication_reaches_another_process_but_not_the_sender(
