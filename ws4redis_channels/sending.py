@@ -63,7 +63,13 @@ async def _resume(coroutine: Coroutine[Any, Any, Any], yielded: Any) -> None:
             else:
                 await asyncio.wait((yielded,))
         except BaseException as exc:
-            coroutine.throw(exc)
+            # Cancelled while waiting: pass it on, so the send can clean up.
+            try:
+                coroutine.throw(exc)
+            except BaseException:
+                pass
+            else:
+                coroutine.close()
             raise
         try:
             yielded = coroutine.send(None)
@@ -78,8 +84,8 @@ class _FlushQueue:
         weakref.WeakKeyDictionary()
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
+        # No reference to the loop: it is this queue's key in a weak mapping.
         self.outlets: list[Outlet] = []
 
     @classmethod
@@ -87,18 +93,22 @@ class _FlushQueue:
         loop = asyncio.get_running_loop()
         queue = cls._queues.get(loop)
         if queue is None:
-            queue = cls._queues[loop] = cls(loop)
+            queue = cls._queues[loop] = cls()
         return queue
 
     def add(self, outlet: Outlet) -> None:
         if not self.outlets:
-            self.loop.call_soon(self.flush)
+            asyncio.get_running_loop().call_soon(self.flush)
         self.outlets.append(outlet)
 
     def flush(self) -> None:
         outlets, self.outlets = self.outlets, []
         for outlet in outlets:
-            outlet._flush()
+            try:
+                outlet._flush()
+            except Exception:
+                logger.exception("Writing to a websocket failed")
+                outlet.stop()
 
 
 class Outlet:
