@@ -220,6 +220,8 @@ class Bridge:
         self.outage_timeout = outage_timeout
         # Told when a channel gains its first or loses its last local socket.
         self._on_watch: Callable[[str, bool], None] | None = None
+        # Whatever feeds this bridge besides Redis (the channel layer relay).
+        self.relay: Any = None
         self._loop = asyncio.get_running_loop()
         self._channels: dict[bytes, _Channel] = {}
         # Every sink between join() and leave(), subscribed to something or not.
@@ -372,6 +374,8 @@ class Bridge:
         if self._closed:
             return
         self._closed = True
+        if self._instances.get(self._loop) is self:
+            del self._instances[self._loop]  # the bridge refers to its loop: free both
         if self._give_up_handle is not None:
             self._give_up_handle.cancel()
         if self._join_task is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 
 from channels.layers import get_channel_layer
 
@@ -22,9 +21,6 @@ __all__ = ["current_bridge", "current_relay", "shutdown"]
 
 logger = logging.getLogger(__name__)
 
-_relays: weakref.WeakKeyDictionary[Bridge, LayerRelay] = weakref.WeakKeyDictionary()
-
-
 def _new_bridge() -> Bridge:
     relay: LayerRelay | None = None
     alias = conf.WS4REDIS_CHANNEL_LAYER
@@ -37,7 +33,7 @@ def _new_bridge() -> Bridge:
     if layer is not None:
         relay = LayerRelay(layer, bridge.deliver_local)
         bridge.set_watcher(relay.watch)
-        _relays[bridge] = relay
+        bridge.relay = relay
     on_server_shutdown(lambda: _going_away(bridge))
     return bridge
 
@@ -50,10 +46,7 @@ async def _going_away(bridge: Bridge) -> None:
             sink.going_away()
         except Exception:
             logger.exception("Closing a socket at shutdown failed")
-    relay = _relays.pop(bridge, None)
-    if relay is not None:
-        await relay.close()
-    await bridge.close()
+    await _close(bridge)
     logger.info("Closed %d websockets with 1001 and the Redis bridge", len(members))
 
 
@@ -65,7 +58,16 @@ def current_bridge() -> Bridge:
 def current_relay() -> LayerRelay | None:
     """Return the channel layer relay of the running loop's bridge, if there is one."""
     bridge = Bridge.existing()
-    return _relays.get(bridge) if bridge is not None else None
+    relay = bridge.relay if bridge is not None else None
+    return relay if isinstance(relay, LayerRelay) else None
+
+
+async def _close(bridge: Bridge) -> None:
+    relay = bridge.relay
+    bridge.relay = None
+    if isinstance(relay, LayerRelay):
+        await relay.close()
+    await bridge.close()
 
 
 async def shutdown() -> None:
@@ -73,8 +75,5 @@ async def shutdown() -> None:
     bridge = Bridge.existing()
     if bridge is None:
         return
-    relay = _relays.pop(bridge, None)
-    if relay is not None:
-        await relay.close()
-    await bridge.close()
+    await _close(bridge)
     logger.debug("ws4redis bridge of loop %r closed", asyncio.get_running_loop())
