@@ -21,6 +21,7 @@ __all__ = ["current_bridge", "current_relay", "shutdown"]
 
 logger = logging.getLogger(__name__)
 
+
 def _new_bridge() -> Bridge:
     relay: LayerRelay | None = None
     alias = conf.WS4REDIS_CHANNEL_LAYER
