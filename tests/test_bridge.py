@@ -214,3 +214,18 @@ async def test_a_burst_on_one_channel_is_delivered_in_one_call_per_sink(bridge, 
     pipe.execute()
     assert await sink.wait_for(102) == [*map(str, range(100)), "x", "last"]
     assert len(calls) < 20  # runs of one channel arrive together, not one call each
+
+
+async def test_the_bridge_and_the_publisher_work_over_a_unix_socket(tmp_path):
+    from ws4redis_channels import store
+    from ws4redis_channels.connection import async_client
+
+    path = tmp_path / "redis.sock"
+    with RedisServer(None, "--unixsocket", str(path), "--unixsocketperm", "700"):
+        target = parse_target(f"unix://{path}")
+        bridge = Bridge(target, connect_timeout=5, outage_timeout=30)
+        sink = Collect()
+        await bridge.join(sink, ["_broadcast_:unix"])
+        assert await store.apublish(async_client(target), ["_broadcast_:unix"], b"via unix", 5) == 1
+        assert await sink.wait_for(1) == ["via unix"]
+        await bridge.close()
