@@ -229,3 +229,25 @@ async def test_the_bridge_and_the_publisher_work_over_a_unix_socket(tmp_path):
         assert await store.apublish(async_client(target), ["_broadcast_:unix"], b"via unix", 5) == 1
         assert await sink.wait_for(1) == ["via unix"]
         await bridge.close()
+
+
+async def test_a_consumer_cancelled_during_its_handshake_leaves_nothing_behind(redis_server):
+    """The server may cancel a consumer at any await; its socket must not stay joined."""
+    from channels.testing import WebsocketCommunicator
+
+    from ws4redis_channels.process import current_bridge
+    from ws4redis_channels.routing import websocket_application
+
+    communicator = WebsocketCommunicator(
+        websocket_application(),
+        "/ws/cancelled?subscribe-broadcast",
+        headers=[(b"origin", b"http://127.0.0.1")],
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    bridge = current_bridge()
+    assert bridge.local_sinks("_broadcast_:cancelled") == 1
+    communicator.future.cancel()  # as daphne does with an application that will not stop
+    await asyncio.gather(communicator.future, return_exceptions=True)
+    assert bridge.local_sinks("_broadcast_:cancelled") == 0
+    assert bridge.members() == []

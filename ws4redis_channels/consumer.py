@@ -76,6 +76,13 @@ class _LeanConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        finally:
+            # Also when the server cancels the consumer (a stuck handshake,
+            # shutdown): nothing of the socket may stay registered.
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Release what the socket holds; called once the consumer ends, however it ends."""
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, message["type"].replace(".", "_"), None)
@@ -294,6 +301,9 @@ class WebsocketConsumer(_LeanConsumer):
         self._closing = True
         self._leave()
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
+
+    def cleanup(self) -> None:
+        self._leave()
 
     def _leave(self) -> None:
         if self._bridge is not None and self._outlet is not None:
