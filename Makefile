@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test test-fast lint format bench bench-quick docs clean
+.PHONY: install run test test-fast test-django42 lint format bench bench-quick docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not browser and not slow"
+
+# The other supported LTS: the suite (without the browser) on Django 4.2.
+VENV42 := .venv-django42
+$(VENV42)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV42)
+	$(VENV42)/bin/python -m pip install -q --upgrade pip
+	$(VENV42)/bin/python -m pip install -q -e '.[dev]' 'Django>=4.2,<5.0'
+	touch $@
+
+test-django42: $(VENV42)/.installed
+	$(VENV42)/bin/python -m pytest -m "not browser"
 
 lint: install
 	$(BIN)/ruff check .
@@ -48,4 +59,4 @@ docs: install
 	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) build *.egg-info testproject.sqlite3 .mypy_cache .ruff_cache docs/_build
+	rm -rf $(VENV) $(VENV42) build *.egg-info testproject.sqlite3 .mypy_cache .ruff_cache docs/_build
