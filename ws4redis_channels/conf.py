@@ -93,6 +93,11 @@ class Settings:
             return ""
         if not isinstance(value, str):
             raise ImproperlyConfigured(f"WS4REDIS_PREFIX must be a str or None, got {value!r}")
+        if "{" in value or "}" in value:
+            raise ImproperlyConfigured(
+                f"WS4REDIS_PREFIX must not contain '{{' or '}}' (Redis Cluster hash tags), "
+                f"got {value!r}"
+            )
         return value
 
     @property
