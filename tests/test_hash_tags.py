@@ -37,7 +37,7 @@ def test_braces_in_the_prefix_are_rejected():
     with pytest.raises(InvalidName, match="prefix"):
         channel_for(Target(Audience.BROADCAST, "foobar"), prefix="{p}")
     with override_settings(WS4REDIS_PREFIX="{p}"), pytest.raises(ImproperlyConfigured):
-        conf.WS4REDIS_PREFIX
+        _ = conf.WS4REDIS_PREFIX
 
 
 def test_companion_keys_use_the_whole_channel_as_hash_tag():

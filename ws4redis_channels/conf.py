@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_CHANNEL_LAYER": "default",
     "WS4REDIS_ALLOWED_ORIGINS": None,
     "WS4REDIS_DIRECT_WRITES": True,
+    "WS4REDIS_HISTORY_SIZE": 0,
+    "WS4REDIS_HISTORY_TTL": 300,
 }
 
 
@@ -113,6 +115,14 @@ class Settings:
     @property
     def WS4REDIS_EXPIRE(self) -> int:
         return int(_number("WS4REDIS_EXPIRE", integer=True))
+
+    @property
+    def WS4REDIS_HISTORY_SIZE(self) -> int:
+        return int(_number("WS4REDIS_HISTORY_SIZE", integer=True))
+
+    @property
+    def WS4REDIS_HISTORY_TTL(self) -> int:
+        return int(_number("WS4REDIS_HISTORY_TTL", integer=True, positive=True))
 
     @property
     def WS4REDIS_HEARTBEAT(self) -> str | None:

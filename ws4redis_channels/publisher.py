@@ -109,14 +109,19 @@ def publish(
     sessions: Iterable[Any] = (),
     groups: Iterable[Any] = (),
     expire: int | None = None,
-) -> int:
+    message_id: str | None = None,
+) -> store.Published:
     """Publish ``message`` to the audiences of ``facility``; return how many subscribers got it.
 
-    Subscribers are counted by Redis: processes, not sockets.
+    Subscribers are counted by Redis: processes, not sockets. The result is an
+    int with ``positions`` (channel -> :class:`~ws4redis_channels.positions.Position`)
+    and ``duplicate``. With a ``message_id``, publishing the same id again
+    within the history window stores and delivers nothing (a retry after a
+    timeout is safe).
     """
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
     client = sync_client(parse_target(conf.WS4REDIS_CONNECTION))
-    return store.publish(client, names, _payload(message), _expire(expire))
+    return store.publish(client, names, _payload(message), _expire(expire), message_id=message_id)
 
 
 async def apublish(
@@ -128,11 +133,14 @@ async def apublish(
     sessions: Iterable[Any] = (),
     groups: Iterable[Any] = (),
     expire: int | None = None,
-) -> int:
+    message_id: str | None = None,
+) -> store.Published:
     """Asynchronous :func:`publish`."""
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
     client = async_client(parse_target(conf.WS4REDIS_CONNECTION))
-    return await store.apublish(client, names, _payload(message), _expire(expire))
+    return await store.apublish(
+        client, names, _payload(message), _expire(expire), message_id=message_id
+    )
 
 
 def _channel(facility: str, audience: Audience | str, identity: str | None) -> str:
@@ -234,15 +242,23 @@ class RedisPublisher:
         """The Redis channels this publisher publishes on."""
         return list(self._channels)
 
-    def publish_message(self, message: Message, expire: int | None = None) -> int:
+    def publish_message(
+        self, message: Message, expire: int | None = None, *, message_id: str | None = None
+    ) -> int:
         """Publish (and store, see ``expire``) ``message``; return the subscriber count."""
         client = sync_client(parse_target(conf.WS4REDIS_CONNECTION))
-        return store.publish(client, self._channels, _payload(message), _expire(expire))
+        return store.publish(
+            client, self._channels, _payload(message), _expire(expire), message_id=message_id
+        )
 
-    async def apublish_message(self, message: Message, expire: int | None = None) -> int:
+    async def apublish_message(
+        self, message: Message, expire: int | None = None, *, message_id: str | None = None
+    ) -> int:
         """Asynchronous :meth:`publish_message`."""
         client = async_client(parse_target(conf.WS4REDIS_CONNECTION))
-        return await store.apublish(client, self._channels, _payload(message), _expire(expire))
+        return await store.apublish(
+            client, self._channels, _payload(message), _expire(expire), message_id=message_id
+        )
 
     def fetch_message(self, request: Any, facility: str, audience: str = "any") -> bytes | None:
         """Return the stored message for ``request`` on ``facility``.
