@@ -51,5 +51,5 @@ def test_the_tag_covers_the_users_own_channels_and_groups(redis_client):
 
 
 def test_the_tag_needs_the_request():
-    with pytest.raises(TemplateSyntaxError, match="context_processors.request"):
+    with pytest.raises(TemplateSyntaxError, match=r"context_processors\.request"):
         Template('{% load ws4redis %}{% ws4redis_positions "news" %}').render(Context({}))
