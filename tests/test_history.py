@@ -214,7 +214,7 @@ def test_the_function_keeps_its_calling_convention_and_has_an_extended_one(redis
     assert store.load_function(redis_client, store.function_library(H, 3600))
     assert redis_client.fcall("ws4redis_publish", 1, CH, "Hello", 3600) == 0
     assert redis_client.get(CH) == b"Hello"
-    receivers, position, duplicate = redis_client.fcall(
+    receivers, [position], duplicate = redis_client.fcall(
         "ws4redis_publish", 1, CH, "Hi", 3600, "id-1"
     )
     assert (receivers, duplicate) == (0, 0) and Position.parse(position).offset == 2
@@ -223,6 +223,10 @@ def test_the_function_keeps_its_calling_convention_and_has_an_extended_one(redis
     assert len(redis_client.xrange("{_broadcast_:hist}:hist")) == 2
     assert redis_client.fcall("ws4redis_publish", 1, CH, "no expire given") == 0
     assert redis_client.ttl(CH) > 3000  # WS4REDIS_EXPIRE baked in as the default
+    # Several channels in one call, as before.
+    assert redis_client.fcall("ws4redis_publish", 2, "john:hist", "mary:hist", "you two", 60) == 0
+    assert redis_client.mget("john:hist", "mary:hist") == [b"you two", b"you two"]
+    assert redis_client.hget("{mary:hist}:pos", "o") == b"1"
 
 
 def test_the_publisher_api_takes_a_message_id_sync_and_async(redis_client):

@@ -25,7 +25,9 @@ history by name::
     FCALL ws4redis_publish 1 _broadcast_:foobar "Hello" 3600 order-17
 
 The first form answers the number of receivers, as before; with a message
-id (``""`` for none) it answers ``[receivers, position, duplicate]``.
+id (``""`` for none) it answers ``[receivers, [position of each channel],
+duplicate]``. Several channels in one call work on a single Redis, not
+across the slots of a cluster: the app itself calls once per channel.
 
 A bare ``PUBLISH`` is live-only: nothing is stored, it has no position.
 """
@@ -236,13 +238,19 @@ def function_library(history: History | None = None, expire: int = 0) -> str:
         + _EPOCH
         + _PUBLISH
         + "local function ws4redis_publish(KEYS, ARGV)\n"
-        + f"  local reply = ws4redis_publish_one(KEYS, ARGV, {{expire = {int(expire)}, "
-        + f"size = {int(history.size)}, ttl = {int(history.ttl)}, "
-        + f"command = '{history.command}'}})\n"
-        + "  if #ARGV < 3 then\n"
-        + "    return reply[1]\n"
+        + f"  local defaults = {{expire = {int(expire)}, size = {int(history.size)}, "
+        + f"ttl = {int(history.ttl)}, command = '{history.command}'}}\n"
+        + "  local receivers, positions, duplicate = 0, {}, 1\n"
+        + "  for _, channel in ipairs(KEYS) do\n"
+        + "    local reply = ws4redis_publish_one({channel}, ARGV, defaults)\n"
+        + "    receivers = receivers + reply[1]\n"
+        + "    positions[#positions + 1] = reply[2]\n"
+        + "    duplicate = math.min(duplicate, reply[3])\n"
         + "  end\n"
-        + "  return reply\n"
+        + "  if #ARGV < 3 then\n"
+        + "    return receivers\n"
+        + "  end\n"
+        + "  return {receivers, positions, duplicate}\n"
         + "end\n"
         + f"redis.register_function('{FUNCTION_NAME}', ws4redis_publish)\n"
     )
