@@ -28,12 +28,14 @@ import logging
 import os
 import random
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from . import store
 from .connection import RedisTarget, async_client, resolve_address, ssl_context
 from .exceptions import RedisUnavailable
+from .positions import Position, message_frame, position_channel, state_frame
+from .replay import Held, plan
 from .resp import Parser, ReplyError, Value, encode_command
 from .transport import encode_frame
 
@@ -116,11 +118,16 @@ class _Channel:
     """The local state of one Redis channel."""
 
     __slots__ = (
+        "companion",
         "echoes",
         "joining",
         "key",
+        "label",
         "last",
+        "next_position",
         "pending_subs",
+        "position",
+        "psinks",
         "requested",
         "sinks",
         "waiters",
@@ -128,10 +135,19 @@ class _Channel:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        # Each sink with its bound deliver method, looked up once.
+        # The pub/sub channel on which each message's position precedes it.
+        self.companion = position_channel(key.decode()).encode()
+        # Each sink with its bound deliver method, looked up once; psinks get
+        # positions ("m <label> <position>\n<payload>"), sinks raw payloads.
         self.sinks: dict[Sink, Callable[[Batch], None]] = {}
-        # Sinks still replaying, with the live payloads held back for them.
-        self.joining: dict[Sink, list[bytes]] = {}
+        self.psinks: dict[Sink, Callable[[Batch], None]] = {}
+        self.label = ""
+        # Sinks still replaying, with the live messages held back for them.
+        self.joining: dict[Sink, list[Held]] = {}
+        # The newest position the channel's sockets got, and the position
+        # read from {<channel>}:pos for the next message.
+        self.position: Position | None = None
+        self.next_position: bytes | None = None
         self.requested = False  # SUBSCRIBE written and not followed by UNSUBSCRIBE
         self.pending_subs = 0  # SUBSCRIBE confirmations still to come
         self.waiters: list[asyncio.Future[None]] = []
@@ -143,7 +159,7 @@ class _Channel:
 
     @property
     def wanted(self) -> bool:
-        return bool(self.sinks or self.joining)
+        return bool(self.sinks or self.psinks or self.joining)
 
     def take_echo(self, payload: bytes) -> Sink | None:
         for index, (sink, data) in enumerate(self.echoes):
@@ -154,7 +170,7 @@ class _Channel:
 
 
 class _Join:
-    __slots__ = ("catch_up", "future", "keys", "sink")
+    __slots__ = ("catch_up", "future", "keys", "positioned", "since", "sink")
 
     def __init__(
         self,
@@ -163,11 +179,15 @@ class _Join:
         future: asyncio.Future[None],
         *,
         catch_up: bool = False,
+        positioned: bool = False,
+        since: Mapping[bytes, Position] | None = None,
     ) -> None:
         self.sink = sink
         self.keys = keys
         self.future = future
         self.catch_up = catch_up  # a socket rejoining after a reconnect
+        self.positioned = positioned
+        self.since = since or {}
 
 
 def _consume_exception(future: asyncio.Future[None]) -> None:
@@ -214,18 +234,23 @@ class Bridge:
         *,
         connect_timeout: float = 5.0,
         outage_timeout: float = 30.0,
+        history_ttl: int = 300,
     ) -> None:
         self.target = target
         self.connect_timeout = connect_timeout
         self.outage_timeout = outage_timeout
+        self.history_ttl = history_ttl
         # Told when a channel gains its first or loses its last local socket.
         self._on_watch: Callable[[str, bool], None] | None = None
         # Whatever feeds this bridge besides Redis (the channel layer relay).
         self.relay: Any = None
         self._loop = asyncio.get_running_loop()
         self._channels: dict[bytes, _Channel] = {}
+        self._companions: dict[bytes, _Channel] = {}
         # Every sink between join() and leave(), subscribed to something or not.
         self._members: dict[Sink, None] = {}
+        # The members that get positions.
+        self._positioned: set[Sink] = set()
         self._protocol: _SubscriberProtocol | None = None
         self._connected = asyncio.Event()
         self._replies: collections.deque[asyncio.Future[Value]] = collections.deque()
@@ -278,17 +303,29 @@ class Bridge:
     def local_sinks(self, channel: str) -> int:
         """Return how many local sockets receive ``channel``."""
         ch = self._channels.get(channel.encode())
-        return len(ch.sinks) if ch else 0
+        return len(ch.sinks) + len(ch.psinks) if ch else 0
 
-    async def join(self, sink: Sink, channels: Sequence[str]) -> None:
+    async def join(
+        self,
+        sink: Sink,
+        channels: Sequence[str],
+        *,
+        labels: Mapping[str, str] | None = None,
+        since: Mapping[str, Position] | None = None,
+    ) -> None:
         """Subscribe ``sink`` to ``channels``, deliver their stored messages, then live ones.
 
-        Raises :class:`RedisUnavailable` (and leaves nothing subscribed) if
-        Redis is known to be down or does not answer within the timeout.
+        With ``labels`` (channel -> label), the sink gets positions: first a
+        state frame, then what it missed since the positions ``since``
+        (channel -> position), then live messages. Raises
+        :class:`RedisUnavailable` (and leaves nothing subscribed) if Redis is
+        known to be down or does not answer within the timeout.
         """
         if self._down_since is not None:
             raise RedisUnavailable(f"Redis at {self.target.describe()} is unreachable")
         self._members[sink] = None
+        if labels is not None:
+            self._positioned.add(sink)
         keys = list(dict.fromkeys(c.encode() for c in channels))
         if not keys:
             return
@@ -297,11 +334,17 @@ class Bridge:
             ch = self._channels.get(key)
             if ch is None:
                 ch = self._channels[key] = _Channel(key)
+                self._companions[ch.companion] = ch
+            if labels is not None:
+                ch.label = labels[key.decode()]
             was_wanted = ch.wanted
             ch.joining[sink] = []
             if not was_wanted:
                 self._want(ch)
-        self._joins.append(_Join(sink, keys, future))
+        since_keys = {c.encode(): p for c, p in (since or {}).items()}
+        self._joins.append(
+            _Join(sink, keys, future, positioned=labels is not None, since=since_keys)
+        )
         if self._join_task is None or self._join_task.done():
             self._join_task = self._loop.create_task(self._process_joins())
         try:
@@ -318,11 +361,13 @@ class Bridge:
     def leave(self, sink: Sink, channels: Iterable[str]) -> None:
         """Remove ``sink`` from all its ``channels``; unsubscribe channels nobody needs."""
         self._members.pop(sink, None)
+        self._positioned.discard(sink)
         for channel in channels:
             ch = self._channels.get(channel.encode())
             if ch is None:
                 continue
             ch.sinks.pop(sink, None)
+            ch.psinks.pop(sink, None)
             ch.joining.pop(sink, None)
             if ch.echoes:
                 ch.echoes = collections.deque(e for e in ch.echoes if e[0] is not sink)
@@ -346,7 +391,7 @@ class Bridge:
         if not echo and sink is not None:
             for channel in channels:
                 ch = self._channels.get(channel.encode())
-                if ch is not None and sink in ch.sinks:
+                if ch is not None and (sink in ch.sinks or sink in ch.psinks):
                     if len(ch.echoes) >= MAX_PENDING_ECHOES:
                         ch.echoes.popleft()
                     ch.echoes.append((sink, payload))
@@ -388,7 +433,9 @@ class Bridge:
         self._runner.cancel()
         await asyncio.gather(self._runner, *self._background, return_exceptions=True)
         self._channels.clear()
+        self._companions.clear()
         self._members.clear()
+        self._positioned.clear()
 
     # -- subscription bookkeeping -------------------------------------------
 
@@ -404,13 +451,15 @@ class Bridge:
         if ch.requested:
             ch.requested = False
             if self._connected.is_set():
-                self._write(encode_command("UNSUBSCRIBE", ch.key))
+                self._write(encode_command("UNSUBSCRIBE", ch.key, ch.companion))
         if ch.pending_subs == 0:
             self._forget(ch)
 
     def _forget(self, ch: _Channel) -> None:
         if self._channels.get(ch.key) is ch:
             del self._channels[ch.key]
+        if self._companions.get(ch.companion) is ch:
+            del self._companions[ch.companion]
         for waiter in ch.waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -422,7 +471,9 @@ class Bridge:
             for ch in chunk:
                 ch.requested = True
                 ch.pending_subs += 1
-            self._write(encode_command("SUBSCRIBE", *(ch.key for ch in chunk)))
+            # A channel and its positions in one command: subscribed together.
+            keys = [key for ch in chunk for key in (ch.key, ch.companion)]
+            self._write(encode_command("SUBSCRIBE", *keys))
 
     def _write(self, data: bytes) -> None:
         # Commands written in one loop iteration leave in one send() call.
@@ -468,35 +519,84 @@ class Bridge:
             if not batch:
                 continue
             keys = list(dict.fromkeys(key for join in batch for key in join.keys))
+            # One read per channel and presented position (most sockets share one).
+            reads = list(
+                dict.fromkeys((key, join.since.get(key)) for join in batch for key in join.keys)
+            )
             try:
                 await self._confirmed(keys)
-                values: list[Any] = await async_client(self.target).mget(keys) if keys else []
-                await self._request("PING")  # every message published before the MGET is here now
+                replays = await store.aread(
+                    async_client(self.target),
+                    [key.decode() for key, _ in reads],
+                    [position for _, position in reads],
+                    self.history_ttl,
+                )
+                await self._request("PING")  # every message published before the read is here
             except Exception as exc:
                 for join in batch:
                     if not join.future.done():
                         join.future.set_exception(RedisUnavailable(repr(exc)))
                 continue
-            stored: dict[bytes, bytes | None] = dict(zip(keys, values, strict=True))
+            read: dict[tuple[bytes, Position | None], store.Replay] = dict(
+                zip(reads, replays, strict=True)
+            )
+            positions: dict[bytes, Position | None] = {}
             for join in batch:
                 if not join.future.done():
-                    self._finish_join(join, stored)
+                    self._finish_join(join, read, positions)
                     join.future.set_result(None)
+            for key, position in positions.items():
+                ch = self._channels.get(key)
+                if ch is not None:
+                    ch.position = position
 
-    def _finish_join(self, join: _Join, stored: dict[bytes, bytes | None]) -> None:
+    def _finish_join(
+        self,
+        join: _Join,
+        read: dict[tuple[bytes, Position | None], store.Replay],
+        positions: dict[bytes, Position | None],
+    ) -> None:
         sink = join.sink
+        messages: list[Outbound] = []
+        states = []
         for key in join.keys:
             ch = self._channels.get(key)
             if ch is None or sink not in ch.joining:
                 continue
             held = ch.joining.pop(sink)
-            value = stored.get(key)
-            replay = [] if value is None or value in held else [value]
-            if join.catch_up and value == ch.last:
-                replay = []
-            if replay or held:
-                sink.deliver(Batch([make_message(payload) for payload in replay + held]))
-            ch.sinks[sink] = sink.deliver
+            since = join.since.get(key)
+            replay = read[key, since]
+            planned = plan(
+                replay,
+                held,
+                positioned=join.positioned,
+                since=since,
+                last=ch.position if join.catch_up else None,
+                last_payload=ch.last if join.catch_up else None,
+            )
+            # Where the channel stands: what Redis has, or newer that arrived meanwhile.
+            newest = replay.position
+            for _, position in planned.messages:
+                if position is not None and position > newest:
+                    newest = position
+            if join.catch_up:
+                positions[key] = newest  # Redis may be behind after a failover
+            elif ch.position is None or newest > ch.position:
+                positions[key] = max(newest, positions.get(key) or newest)
+            if join.positioned:
+                states.append((ch.label, newest, planned.status))
+                messages.extend(
+                    make_message(message_frame(ch.label, position, payload))
+                    for payload, position in planned.messages
+                )
+                ch.psinks[sink] = sink.deliver
+            else:
+                messages.extend(make_message(payload) for payload, _ in planned.messages)
+                ch.sinks[sink] = sink.deliver
+        if states:
+            messages.insert(0, Outbound({"type": "websocket.send", "text": state_frame(states)}))
+        if messages:
+            sink.deliver(Batch(messages))
 
     # -- reading ------------------------------------------------------------
 
@@ -538,46 +638,109 @@ class Bridge:
         channel are fanned out together."""
         run_key: bytes | None = None
         run: list[bytes] = []
+        run_positions: list[Position | None] = []
+        run_ch: _Channel | None = None
+        companions = self._companions
         for value in values:
             if type(value) is list and value and value[0] == b"message":
                 key = value[1]
+                owner = companions.get(key)  # type: ignore[arg-type]
+                if owner is not None:
+                    # The position of the message that follows on the channel.
+                    owner.next_position = value[2]  # type: ignore[assignment]
+                    continue
                 if key != run_key:
                     if run:
-                        self._fanout(run_key, run)  # type: ignore[arg-type]
-                    run_key, run = key, []  # type: ignore[assignment]
+                        self._fanout(run_key, run, positions=run_positions)  # type: ignore[arg-type]
+                    run_key, run, run_positions = key, [], []  # type: ignore[assignment]
+                    run_ch = self._channels.get(key)  # type: ignore[arg-type]
                 run.append(value[2])  # type: ignore[arg-type]
+                if run_ch is not None and run_ch.next_position is not None:
+                    try:
+                        run_positions.append(Position.parse(run_ch.next_position))
+                    except ValueError:
+                        run_positions.append(None)
+                    run_ch.next_position = None
+                else:
+                    run_positions.append(None)
                 continue
             if run:
-                self._fanout(run_key, run)  # type: ignore[arg-type]
-                run_key, run = None, []
+                self._fanout(run_key, run, positions=run_positions)  # type: ignore[arg-type]
+                run_key, run, run_positions = None, [], []
             self._on_value(value)
         if run:
-            self._fanout(run_key, run)  # type: ignore[arg-type]
+            self._fanout(run_key, run, positions=run_positions)  # type: ignore[arg-type]
 
     def _fanout(
-        self, key: bytes, payloads: list[bytes], messages: list[Outbound] | None = None
+        self,
+        key: bytes,
+        payloads: list[bytes],
+        messages: list[Outbound] | None = None,
+        *,
+        positions: list[Position | None] | None = None,
     ) -> None:
         ch = self._channels.get(key)
         if ch is None:
             return
+        if positions is None:
+            positions = [None] * len(payloads)
+        else:
+            newest = ch.position
+            if newest is not None and any(p is not None and p <= newest for p in positions):
+                # Older than what the channel delivered (a lagging Redis after
+                # a failover): never deliver it.
+                kept = []
+                for i, p in enumerate(positions):
+                    if p is None or newest is None or p > newest:
+                        kept.append(i)
+                        newest = p if p is not None else newest
+                payloads = [payloads[i] for i in kept]
+                positions = [positions[i] for i in kept]
+                messages = None if messages is None else [messages[i] for i in kept]
+                if not payloads:
+                    return
         for held in ch.joining.values():
-            held.extend(payloads)
-        if not ch.sinks:
+            held.extend(zip(payloads, positions, strict=True))
+        if not ch.sinks and not ch.psinks:
             return
         ch.last = payloads[-1]
-        if messages is None:
-            messages = [make_message(payload) for payload in payloads]
+        for position in reversed(positions):
+            if position is not None:
+                ch.position = position
+                break
         if ch.echoes:
             # Some sender must not get its own publication back: message by message.
-            for payload, message in zip(payloads, messages, strict=True):
-                self._deliver(ch, Batch([message]), ch.take_echo(payload))
-        else:
-            self._deliver(ch, Batch(messages), None)
+            for i, payload in enumerate(payloads):
+                skip = ch.take_echo(payload)
+                if ch.sinks:
+                    message = messages[i] if messages is not None else make_message(payload)
+                    self._deliver(ch.sinks, ch, Batch([message]), skip)
+                if ch.psinks:
+                    framed = message_frame(ch.label, positions[i], payload)
+                    self._deliver(ch.psinks, ch, Batch([make_message(framed)]), skip)
+            return
+        if ch.sinks:
+            if messages is None:
+                messages = [make_message(payload) for payload in payloads]
+            self._deliver(ch.sinks, ch, Batch(messages), None)
+        if ch.psinks:
+            label = ch.label
+            framed_messages = [
+                make_message(message_frame(label, position, payload))
+                for payload, position in zip(payloads, positions, strict=True)
+            ]
+            self._deliver(ch.psinks, ch, Batch(framed_messages), None)
 
-    def _deliver(self, ch: _Channel, batch: Batch, skip: Sink | None) -> None:
+    def _deliver(
+        self,
+        sinks: dict[Sink, Callable[[Batch], None]],
+        ch: _Channel,
+        batch: Batch,
+        skip: Sink | None,
+    ) -> None:
         # One list per fan-out (a sink may leave while we deliver), and no
         # other allocation per socket: a fan-out to thousands stays cheap.
-        for deliver in list(ch.sinks.values()):
+        for deliver in list(sinks.values()):
             if skip is None or deliver.__self__ is not skip:  # type: ignore[attr-defined]
                 try:
                     deliver(batch)
@@ -689,16 +852,30 @@ class Bridge:
         """After a reconnect, rejoin every socket: what was stored while the
         connection was down reaches them, in order, without a duplicate."""
         keys_of: dict[Sink, list[bytes]] = {}
+        since_of: dict[Sink, dict[bytes, Position]] = {}
         for ch in channels:
-            for sink in [*ch.sinks, *ch.joining]:
+            for sink in [*ch.sinks, *ch.psinks, *ch.joining]:
                 ch.joining[sink] = []
                 keys_of.setdefault(sink, []).append(ch.key)
+                if sink in self._positioned and ch.position is not None:
+                    since_of.setdefault(sink, {})[ch.key] = ch.position
             ch.sinks.clear()
+            ch.psinks.clear()
+            ch.next_position = None
         for sink, keys in keys_of.items():
             future: asyncio.Future[None] = self._loop.create_future()
             # Nobody awaits a catch-up: the next reconnect catches up again.
             future.add_done_callback(_consume_exception)
-            self._joins.append(_Join(sink, keys, future, catch_up=True))
+            self._joins.append(
+                _Join(
+                    sink,
+                    keys,
+                    future,
+                    catch_up=True,
+                    positioned=sink in self._positioned,
+                    since=since_of.get(sink),
+                )
+            )
         if self._join_task is None or self._join_task.done():
             self._join_task = self._loop.create_task(self._process_joins())
 
@@ -725,8 +902,9 @@ class Bridge:
                 if not waiter.done():
                     waiter.set_exception(error)
             ch.waiters.clear()
+            ch.next_position = None
             if not ch.wanted:
-                del self._channels[ch.key]
+                self._forget(ch)
         # Joins in progress fail now: their handshakes answer 4503.
         for join in self._joins:
             if not join.future.done():

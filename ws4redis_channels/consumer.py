@@ -36,6 +36,7 @@ from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
 from .exceptions import InvalidName, RedisUnavailable
 from .names import Audience, Target, channel_for, validate_facility
+from .positions import Position, channel_label, parse_since, wants_positions
 from .process import current_bridge, current_relay
 from .sending import Outlet
 
@@ -103,6 +104,7 @@ class WebsocketConsumer(_LeanConsumer):
         super().__init__(*args, **kwargs)
         self.subscribe_channels = []
         self.publish_channels = []
+        self._labels: dict[str, str] = {}
         self._bridge: Bridge | None = None
         self._outlet: Outlet | None = None
         self._closing = False
@@ -155,6 +157,7 @@ class WebsocketConsumer(_LeanConsumer):
         self.echo = "echo" in flags
         self.subscribe_channels = self._channels(flags, SUBSCRIBE_FLAGS, identity)
         self.publish_channels = self._channels(flags, PUBLISH_FLAGS, identity)
+        labels, since = self._positions(scope.get("query_string", b""))
 
         # Subscribe before accepting: once the client sees the socket open,
         # everything published from then on reaches it. The outlet holds the
@@ -167,7 +170,7 @@ class WebsocketConsumer(_LeanConsumer):
             direct_writes=conf.WS4REDIS_DIRECT_WRITES,
         )
         self._bridge = current_bridge()
-        await self._bridge.join(self._outlet, self.subscribe_channels)
+        await self._bridge.join(self._outlet, self.subscribe_channels, labels=labels, since=since)
         if self.subscribe_channels:
             relay = current_relay()
             if relay is not None:
@@ -182,6 +185,21 @@ class WebsocketConsumer(_LeanConsumer):
         self._outlet.release()
         self._tokens = float(conf.WS4REDIS_PUBLISH_BURST)
         self._token_time = time.monotonic()
+
+    def _positions(
+        self, query_string: bytes
+    ) -> tuple[dict[str, str] | None, dict[str, Position] | None]:
+        """The labels of the subscribed channels and the positions presented, if the
+        socket asked for positions (see positions.py)."""
+        if not wants_positions(query_string):
+            return None, None
+        try:
+            presented = parse_since(query_string)
+        except ValueError as exc:
+            raise _Refusal(CloseCode.BAD_REQUEST, str(exc)) from None
+        labels = {c: self._labels[c] for c in self.subscribe_channels}
+        since = {c: presented[label] for c, label in labels.items() if label in presented}
+        return labels, since
 
     def _check_identity(self, flags: list[str], identity: Identity) -> None:
         for flag in flags:
@@ -209,7 +227,9 @@ class WebsocketConsumer(_LeanConsumer):
         channels: dict[str, None] = {}
         for target in targets:
             try:
-                channels[channel_for(target, prefix=prefix, naming=naming)] = None
+                channel = channel_for(target, prefix=prefix, naming=naming)
+                channels[channel] = None
+                self._labels[channel] = channel_label(target)
             except InvalidName as exc:
                 # e.g. a user named "_broadcast_": never alias another audience.
                 code = (

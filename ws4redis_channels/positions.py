@@ -32,6 +32,7 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
@@ -151,7 +152,7 @@ def message_frame(label: str, position: Position | None, payload: bytes) -> byte
     return f"m {label} {where}\n".encode("ascii") + payload
 
 
-def state_frame(entries: list[tuple[str, Position | None, Status]]) -> str:
+def state_frame(entries: Sequence[tuple[str, Position | None, Status]]) -> str:
     """Return the frame that tells a socket where each of its channels stands."""
     return "\n".join(
         f"p {label} {position if position is not None else '-'} {status.value}"
