@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import itertools
 import os
 import signal
 import subprocess
@@ -134,7 +135,7 @@ def codes(clients: list[Client]) -> str:
         "1006" if c.close_code is None else str(c.close_code) for c in clients if c.closed.done()
     )
     still_open = sum(1 for c in clients if not c.closed.done())
-    parts = [f"{n}× {code}" for code, n in sorted(counts.items())]
+    parts = [f"{n}x {code}" for code, n in sorted(counts.items())]
     if still_open:
         parts.append(f"{still_open} still open")
     return ", ".join(parts) or "none closed"
@@ -217,7 +218,7 @@ class Stream:
             seqs = [int(m[1:]) for m in c.messages if m[:1] == b"s" and m[1:].isdigit()]
             lost += len(accepted - set(seqs))
             repeated += len(seqs) - len(set(seqs))
-            disorder += sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)
+            disorder += sum(1 for a, b in itertools.pairwise(seqs) if b < a)
         return lost, repeated, disorder
 
     def latencies(self, client: Client, received_at: dict[int, float]) -> list[float]:
@@ -479,7 +480,7 @@ async def heartbeat_flood(scale: Scale) -> Result:
                 if rude.transport is not None and rude.transport.get_write_buffer_size() > 1 << 22:
                     await asyncio.sleep(0.01)
 
-        rude, victim, lat, before, peak = await _flood_victim(daphne, server, flood)
+        _rude, _victim, lat, before, peak = await _flood_victim(daphne, server, flood)
         log = daphne.log()
         closed = [code for code in ("4507", "4429") if code in log]
         result.outcome = (
@@ -506,7 +507,7 @@ async def ping_flood(scale: Scale) -> Result:
                 if rude.transport is not None and rude.transport.get_write_buffer_size() > 1 << 22:
                     await asyncio.sleep(0.01)
 
-        rude, victim, lat, before, peak = await _flood_victim(daphne, server, flood)
+        _rude, _victim, lat, before, peak = await _flood_victim(daphne, server, flood)
         log = daphne.log()
         closed = [code for code in ("4507", "4429") if code in log]
         result.outcome = (
@@ -552,7 +553,7 @@ async def outbuf_attack(scale: Scale) -> Result:
     attackers = 50
     result = Result(
         "Big frames from many sockets of one client",
-        f"{attackers} sockets × 40 frames of 64 KiB; a victim on another facility at 200 msg/s",
+        f"{attackers} sockets x 40 frames of 64 KiB; a victim on another facility at 200 msg/s",
     )
     async with redis_and_daphne() as (server, daphne):
         (victim,) = await open_clients(daphne.port, ["/ws/quiet?subscribe-broadcast"])
@@ -570,7 +571,7 @@ async def outbuf_attack(scale: Scale) -> Result:
         await stream.stop()
         await marker_reaches_all(client, "_broadcast_:quiet", [victim], 10)
         stream_result(result, stream, [victim])
-        log = Path(server.logfile).read_text(errors="replace")  # type: ignore[attr-defined]
+        log = await asyncio.to_thread(Path(server.logfile).read_text, errors="replace")  # type: ignore[attr-defined]
         dropped = "output buffer limits" in log
         result.outcome = (
             "Redis dropped the subscriber (output buffer limit)" if dropped else "subscriber kept"
@@ -616,7 +617,7 @@ async def store_flood(scale: Scale) -> Result:
 
 async def query_fields(scale: Scale) -> Result:
     result = Result("A query string with 1,500 fields", "one handshake")
-    async with redis_and_daphne() as (server, daphne):
+    async with redis_and_daphne() as (_server, daphne):
         query = "&".join(f"f{i}=1" for i in range(1500))
         try:
             (c,) = await open_clients(daphne.port, [f"/ws/q?subscribe-broadcast&{query}"])
@@ -634,7 +635,7 @@ async def query_fields(scale: Scale) -> Result:
 async def fragments(scale: Scale) -> Result:
     mb = max(1, scale.flood_mb // 8)
     result = Result("An unfinished fragmented message", f"{mb} MB of 1-byte continuation frames")
-    async with redis_and_daphne() as (server, daphne):
+    async with redis_and_daphne() as (_server, daphne):
         (c,) = await open_clients(daphne.port, ["/ws/chat?publish-broadcast"])
         pid = daphne.process.pid  # type: ignore[union-attr]
         before = rss_kb(pid)
