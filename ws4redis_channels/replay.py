@@ -1,36 +1,50 @@
-"""What a joining socket gets from one channel: replayed messages, then held live ones.
+"""Joining a socket in order: subscribed, then what it missed, then live traffic.
 
-The bridge subscribes first, then reads the channel (see
-:data:`ws4redis_channels.store.READ_SCRIPT`), holding back the live messages
-that arrive meanwhile. This module decides, without I/O, which of the read
-and held messages the socket gets and in which order, so that nothing is
-lost, nothing comes twice, and nothing older than what the socket (or its
-channel) already delivered is sent:
+A joining socket's live messages are held back (``ChannelState.joining``)
+while its subscriptions are confirmed, each channel is read (the stored
+message, its version, the channel's position and, for a socket that
+presented a position, the history after it: :data:`~ws4redis_channels.store.READ_SCRIPT`,
+one call per channel in one pipeline), and a ``PING`` sent on the subscriber
+connection comes back. Redis answers in order, so by then every message
+published before the read is among the held ones. Joins that happen together
+share the round trips.
+
+:func:`plan` then decides, without I/O, what the socket gets and in which
+order, so that nothing is lost, nothing comes twice, and nothing older than
+what the socket (or its channel) already delivered is sent:
 
 * a socket with positions that presented one gets the history after it
   (status ``recovered``), or, when that is impossible (``lost``) or it
-  presented none (``new``), the stored message if it is newer than what the
-  socket has; then the held messages that are newer than all of that, and
-  those without a position (bare ``PUBLISH``), in arrival order;
+  presented none (``new``), the stored message if it is newer than what it
+  has; then the held messages newer than all of that, and those without a
+  position (bare ``PUBLISH``), in arrival order. A state frame comes first.
 * a socket without positions gets the stored message first, unless a held
-  message has its version (that copy stands for it) or, after a reconnect,
-  its channel already delivered that version or a newer one; then every
-  held message. Versions are compared, not bytes; bytes only for a stored
-  message that has no version (stored by something else than the app).
-
-The bridge knows nothing of Django requests; this module nothing of Redis.
+  message has its version (that copy stands for it) or, after a reconnect
+  (``catch_up``), its channel already delivered that version or a newer one;
+  then the held messages. Versions are compared, not bytes; bytes only for a
+  stored message without a version (not stored by the app).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from .positions import Position, Status
+from . import store
+from .connection import RedisTarget, async_client, redis_errors
+from .exceptions import RedisUnavailable
+from .frames import Batch, Outbound, make_message
+from .positions import Position, Status, message_frame, state_frame
 from .store import Replay
+from .subscriber import Subscriber
 
-__all__ = ["Held", "Planned", "plan"]
+if TYPE_CHECKING:
+    from .bridge import ChannelState, Sink
 
-#: A live message held back while the socket joins: payload and position (None: bare PUBLISH).
+__all__ = ["Held", "Join", "Joiner", "Planned", "plan"]
+
+#: A live message held back while a socket joins: payload and position (None: bare PUBLISH).
 Held = tuple[bytes, Position | None]
 
 
@@ -99,3 +113,183 @@ def _stored_is_new(
     if has is not None and version <= has:
         return False
     return all(position != version for _, position in held)
+
+
+class Join:
+    """One socket waiting to join some channels."""
+
+    __slots__ = ("catch_up", "future", "keys", "positioned", "since", "sink")
+
+    def __init__(
+        self,
+        sink: Sink,
+        keys: list[bytes],
+        future: asyncio.Future[None],
+        *,
+        catch_up: bool,
+        positioned: bool = False,
+        since: Mapping[bytes, Position] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.keys = keys
+        self.future = future
+        self.catch_up = catch_up  # a socket rejoining after a reconnect
+        self.positioned = positioned  # it gets a state frame and positions
+        self.since = since or {}  # the positions it has, by channel
+
+
+def _consume_exception(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class Joiner:
+    """Runs the joins of one bridge, a batch at a time, in one task."""
+
+    def __init__(
+        self,
+        channels: dict[bytes, ChannelState],
+        subscriber: Subscriber,
+        target: RedisTarget,
+        *,
+        history_ttl: int = 300,
+    ) -> None:
+        self._channels = channels
+        self._history_ttl = history_ttl
+        self._subscriber = subscriber
+        self._target = target
+        self._loop = asyncio.get_running_loop()
+        self._joins: list[Join] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(
+        self,
+        sink: Sink,
+        keys: list[bytes],
+        *,
+        catch_up: bool = False,
+        positioned: bool = False,
+        since: Mapping[bytes, Position] | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue a join; the future is done once the socket gets live traffic."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        if catch_up:
+            # Nobody awaits a catch-up: the next reconnect catches up again.
+            future.add_done_callback(_consume_exception)
+        self._joins.append(
+            Join(sink, keys, future, catch_up=catch_up, positioned=positioned, since=since)
+        )
+        if self._task is None or self._task.done():
+            self._task = self._loop.create_task(self._run())
+        return future
+
+    def fail(self, error: Exception) -> None:
+        """Fail every queued join (the connection was lost): their handshakes answer 4503."""
+        for join in self._joins:
+            if not join.future.done():
+                join.future.set_exception(error)
+        self._joins.clear()
+
+    def cancel(self) -> None:
+        """Stop (the bridge closes)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        while self._joins:
+            await self._subscriber.wait_connected()
+            batch, self._joins = self._joins, []
+            batch = [join for join in batch if not join.future.done()]
+            if not batch:
+                continue
+            keys = list(dict.fromkeys(key for join in batch for key in join.keys))
+            # One read per channel and presented position (most sockets share one).
+            reads = list(
+                dict.fromkeys((key, join.since.get(key)) for join in batch for key in join.keys)
+            )
+            try:
+                await self._confirmed(keys)
+                with redis_errors(self._target):
+                    replays = await store.aread(
+                        async_client(self._target),
+                        [key.decode() for key, _ in reads],
+                        [position for _, position in reads],
+                        self._history_ttl,
+                    )
+                # When the PONG is here, so is every message published before the read.
+                await self._subscriber.request("PING")
+            except Exception as exc:
+                for join in batch:
+                    if not join.future.done():
+                        join.future.set_exception(RedisUnavailable(repr(exc)))
+                continue
+            read = dict(zip(reads, replays, strict=True))
+            positions: dict[bytes, Position] = {}
+            for join in batch:
+                if not join.future.done():
+                    self._finish(join, read, positions)
+                    join.future.set_result(None)
+            for key, position in positions.items():
+                ch = self._channels.get(key)
+                if ch is not None:
+                    ch.position = position
+
+    async def _confirmed(self, keys: Iterable[bytes]) -> None:
+        waiters = []
+        for key in keys:
+            ch = self._channels.get(key)
+            if ch is not None and ch.pending_subs:
+                waiter: asyncio.Future[None] = self._loop.create_future()
+                ch.waiters.append(waiter)
+                waiters.append(waiter)
+        if waiters:
+            await asyncio.gather(*waiters)
+
+    def _finish(
+        self,
+        join: Join,
+        read: dict[tuple[bytes, Position | None], Replay],
+        positions: dict[bytes, Position],
+    ) -> None:
+        sink = join.sink
+        messages: list[Outbound] = []
+        states: list[tuple[str, Position | None, Status]] = []
+        for key in join.keys:
+            ch = self._channels.get(key)
+            if ch is None or sink not in ch.joining:
+                continue
+            held = ch.joining.pop(sink)
+            since = join.since.get(key)
+            replay = read[key, since]
+            planned = plan(
+                replay,
+                held,
+                positioned=join.positioned,
+                since=since,
+                last=ch.position if join.catch_up else None,
+                last_payload=ch.last if join.catch_up else None,
+            )
+            # Where the channel stands: what Redis has, or newer that arrived meanwhile.
+            newest = replay.position
+            for _, position in planned.messages:
+                if position is not None and position > newest:
+                    newest = position
+            if join.catch_up:
+                # Redis may be behind what was delivered (a failover): follow it.
+                positions[key] = max(newest, positions[key]) if key in positions else newest
+            elif ch.position is None or newest > ch.position:
+                positions[key] = max(newest, positions.get(key, newest))
+            if join.positioned:
+                states.append((ch.label, newest, planned.status))
+                messages.extend(
+                    make_message(message_frame(ch.label, position, payload))
+                    for payload, position in planned.messages
+                )
+                ch.psinks[sink] = sink.deliver
+            else:
+                messages.extend(make_message(payload) for payload, _ in planned.messages)
+                ch.sinks[sink] = sink.deliver
+        if states:
+            messages.insert(0, Outbound({"type": "websocket.send", "text": state_frame(states)}))
+        if messages:
+            sink.deliver(Batch(messages))

@@ -30,6 +30,9 @@ duplicate]``. Several channels in one call work on a single Redis, not
 across the slots of a cluster: the app itself calls once per channel.
 
 A bare ``PUBLISH`` is live-only: nothing is stored, it has no position.
+
+Every function raises the app's :class:`~ws4redis_channels.exceptions.RedisError`
+subclasses, never redis-py's.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from .connection import redis_errors
 from .positions import Position
 
 __all__ = [
@@ -54,6 +58,7 @@ __all__ = [
     "Published",
     "Replay",
     "afetch",
+    "configured",
     "aload_function",
     "apublish",
     "aread",
@@ -349,7 +354,7 @@ def publish(
         _functions_loaded[client] = library
     script = _script(client, PUBLISH_SCRIPT, _sync_scripts)
     args = _args(message, expire, message_id, history)
-    with client.pipeline(transaction=False) as pipe:
+    with redis_errors(), client.pipeline(transaction=False) as pipe:
         for channel in channels:
             script(keys=[channel], args=args, client=pipe)
         replies = pipe.execute()
@@ -375,10 +380,11 @@ async def apublish(
         _functions_loaded[client] = library
     script = _script(client, PUBLISH_SCRIPT, _async_scripts)
     args = _args(message, expire, message_id, history)
-    async with client.pipeline(transaction=False) as pipe:
-        for channel in channels:
-            await script(keys=[channel], args=args, client=pipe)
-        replies = await pipe.execute()
+    with redis_errors():
+        async with client.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                await script(keys=[channel], args=args, client=pipe)
+            replies = await pipe.execute()
     return _published(channels, replies)
 
 
@@ -404,7 +410,7 @@ def read(
 ) -> list[Replay]:
     """Return what each channel gives a reader that has the positions ``since``."""
     script = _script(client, READ_SCRIPT, _sync_scripts)
-    with client.pipeline(transaction=False) as pipe:
+    with redis_errors(), client.pipeline(transaction=False) as pipe:
         for channel, position in zip(channels, since, strict=True):
             script(keys=[channel], args=[str(position or ""), ttl], client=pipe)
         replies = pipe.execute()
@@ -421,22 +427,25 @@ async def aread(
     if not channels:
         return []
     script = _script(client, READ_SCRIPT, _async_scripts)
-    async with client.pipeline(transaction=False) as pipe:
-        for channel, position in zip(channels, since, strict=True):
-            await script(keys=[channel], args=[str(position or ""), ttl], client=pipe)
-        replies = await pipe.execute()
+    with redis_errors():
+        async with client.pipeline(transaction=False) as pipe:
+            for channel, position in zip(channels, since, strict=True):
+                await script(keys=[channel], args=[str(position or ""), ttl], client=pipe)
+            replies = await pipe.execute()
     return [_replay(reply) for reply in replies]
 
 
 def fetch(client: redis.Redis, channel: str) -> bytes | None:
     """Return the message stored for ``channel``, if any."""
-    value: bytes | None = client.get(channel)  # type: ignore[assignment]
+    with redis_errors():
+        value: bytes | None = client.get(channel)  # type: ignore[assignment]
     return value
 
 
 async def afetch(client: redis.asyncio.Redis, channel: str) -> bytes | None:
     """Asynchronous :func:`fetch`."""
-    value: bytes | None = await client.get(channel)  # type: ignore[assignment]
+    with redis_errors():
+        value: bytes | None = await client.get(channel)  # type: ignore[assignment]
     return value
 
 
@@ -448,11 +457,12 @@ def load_function(client: redis.Redis, library: str | None = None) -> bool:
     if library is None:
         history, expire = configured()
         library = function_library(history, expire)
-    try:
-        client.function_load(library, replace=True)
-    except redis.ResponseError as exc:
-        logger.debug("Cannot load the ws4redis function library: %s", exc)
-        return False
+    with redis_errors():
+        try:
+            client.function_load(library, replace=True)
+        except redis.ResponseError as exc:
+            logger.debug("Cannot load the ws4redis function library: %s", exc)
+            return False
     return True
 
 
@@ -461,9 +471,10 @@ async def aload_function(client: redis.asyncio.Redis, library: str | None = None
     if library is None:
         history, expire = configured()
         library = function_library(history, expire)
-    try:
-        await client.function_load(library, replace=True)
-    except redis.ResponseError as exc:
-        logger.debug("Cannot load the ws4redis function library: %s", exc)
-        return False
+    with redis_errors():
+        try:
+            await client.function_load(library, replace=True)
+        except redis.ResponseError as exc:
+            logger.debug("Cannot load the ws4redis function library: %s", exc)
+            return False
     return True

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...exceptions import InvalidName
+from ...exceptions import InvalidName, RedisError
 from ...publisher import channels, publish
 
 
@@ -77,6 +77,8 @@ class Command(BaseCommand):
             )
         except (InvalidName, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        except RedisError as exc:
+            raise CommandError(f"{exc}; check WS4REDIS_CONNECTION and that Redis runs") from exc
         where = ", ".join(f"{name} at {result.positions[name]}" for name in names)
         if result.duplicate:
             self.stdout.write(f"Already published as {options['message_id']!r}: {where}")
