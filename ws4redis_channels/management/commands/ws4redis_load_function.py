@@ -15,7 +15,8 @@ from ...store import FUNCTION_NAME, configured, function_library, load_function
 class Command(BaseCommand):
     help = (
         "Load the Redis function ws4redis_publish (Redis 7+), so that other languages and "
-        "redis-cli can publish with persistence and history: FCALL ws4redis_publish 1 <channel> <message> "
+        "redis-cli can publish with persistence and history: "
+        "FCALL ws4redis_publish 1 <channel> <message> "
         "<seconds>. The app also loads it when it connects; run this after a Redis restart "
         "or in a deployment script."
     )
