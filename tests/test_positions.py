@@ -122,7 +122,10 @@ async def test_each_channel_of_a_socket_has_its_own_label_and_position(daphne, r
     await ws.close()
 
 
-async def test_the_bridge_catches_up_positioned_sockets_after_client_kill(daphne, redis_client):
+async def test_the_bridge_catches_up_positioned_sockets_after_client_kill(
+    daphne_factory, redis_client
+):
+    daphne = daphne_factory()
     ws = await connect(daphne, URL + "&positions")
     await recv(ws)
     plain = await connect(daphne, URL)
