@@ -32,6 +32,8 @@ SETTING_IDS = {
     "WS4REDIS_CHANNEL_LAYER": "E016",
     "WS4REDIS_ALLOWED_ORIGINS": "E017",
     "WS4REDIS_DIRECT_WRITES": "E018",
+    # E019-E029 were kept for settings of the same release (ids are never reused).
+    "WS4REDIS_SUBPROTOCOLS": "E030",
 }
 
 

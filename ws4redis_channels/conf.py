@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_CHANNEL_LAYER": "default",
     "WS4REDIS_ALLOWED_ORIGINS": None,
     "WS4REDIS_DIRECT_WRITES": True,
+    "WS4REDIS_SUBPROTOCOLS": None,
 }
 
 
@@ -219,6 +220,24 @@ class Settings:
                 f"WS4REDIS_ALLOWED_ORIGINS must be a list of origins or None, got {value!r}"
             )
         return list(value)
+
+    @property
+    def WS4REDIS_SUBPROTOCOLS(self) -> tuple[str, ...] | None:
+        value = _get("WS4REDIS_SUBPROTOCOLS")
+        if value is None:
+            return None
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_SUBPROTOCOLS must be a list of subprotocol names or None, got {value!r}"
+            )
+        names = tuple(value)
+        for name in names:
+            if not isinstance(name, str) or not name or any(c in name for c in ' ,;"\t'):
+                raise ImproperlyConfigured(
+                    f"WS4REDIS_SUBPROTOCOLS: {name!r} is not a subprotocol name "
+                    "(a non-empty token without spaces, commas or quotes)"
+                )
+        return names
 
 
 conf = Settings()

@@ -38,6 +38,7 @@ from .exceptions import InvalidName, RedisUnavailable
 from .names import Audience, Target, channel_for, validate_facility
 from .process import current_bridge, current_relay
 from .sending import Outlet
+from .subprotocols import offered_subprotocols, select_subprotocol
 
 __all__ = ["NoRouteConsumer", "WebsocketConsumer"]
 
@@ -45,6 +46,19 @@ logger = logging.getLogger(__name__)
 
 # The key of the facility in the URL route (see routing.py).
 FACILITY_KWARG = "facility"
+
+
+def _subprotocol(scope: dict[str, Any]) -> str | None:
+    """The subprotocol to name in the 101: browsers fail a socket that offered some and got none."""
+    offered = offered_subprotocols(scope)
+    chosen = select_subprotocol(offered, conf.WS4REDIS_SUBPROTOCOLS)
+    if offered and chosen is None:
+        logger.warning(
+            "Websocket %s offered subprotocols %s, none in WS4REDIS_SUBPROTOCOLS",
+            scope.get("path", ""),
+            ", ".join(repr(name) for name in offered[:5]),
+        )
+    return chosen
 
 
 class _Refusal(Exception):
@@ -178,7 +192,7 @@ class WebsocketConsumer(_LeanConsumer):
                 except Exception as exc:
                     # Redis delivery works; only group_send would miss this socket.
                     logger.warning("Channel layer relay not ready for %s: %r", self._where(), exc)
-        await self.accept()
+        await self.accept(_subprotocol(self.scope))
         self._outlet.release()
         self._tokens = float(conf.WS4REDIS_PUBLISH_BURST)
         self._token_time = time.monotonic()
@@ -227,7 +241,7 @@ class WebsocketConsumer(_LeanConsumer):
         if self._closing:
             return
         self._closing = True
-        await self.accept()
+        await self.accept(_subprotocol(self.scope))
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
     def _where(self) -> str:
@@ -341,7 +355,7 @@ class NoRouteConsumer(_LeanConsumer):
             self.scope.get("path", ""),
             client[0],
         )
-        await self.accept()
+        await self.accept(_subprotocol(self.scope))
         await self.close(code=int(CloseCode.NOT_FOUND), reason=CLOSE_REASONS[CloseCode.NOT_FOUND])
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
