@@ -39,6 +39,7 @@ from .names import Audience, Target, channel_for, validate_facility
 from .process import current_bridge, current_relay
 from .sending import Outlet
 from .subprotocols import offered_subprotocols, select_subprotocol
+from .transport import CloseGate
 
 __all__ = ["NoRouteConsumer", "WebsocketConsumer"]
 
@@ -121,6 +122,7 @@ class WebsocketConsumer(_LeanConsumer):
         self._outlet: Outlet | None = None
         self._closing = False
         self._close_task: asyncio.Future[None] | None = None
+        self._close_gate: CloseGate | None = None
         self._tokens = 0.0
         self._token_time = 0.0
 
@@ -194,6 +196,8 @@ class WebsocketConsumer(_LeanConsumer):
                     logger.warning("Channel layer relay not ready for %s: %r", self._where(), exc)
         await self.accept(_subprotocol(self.scope))
         self._outlet.release()
+        # Frames sent before the client's close are published before it is answered.
+        self._close_gate = CloseGate.install(self.base_send)
         self._tokens = float(conf.WS4REDIS_PUBLISH_BURST)
         self._token_time = time.monotonic()
 
@@ -316,8 +320,21 @@ class WebsocketConsumer(_LeanConsumer):
         self._leave()
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        gate = self._close_gate
+        if gate is None or message["type"] != "websocket.receive":
+            return await super().dispatch(message)
+        gate.enter()
+        try:
+            await super().dispatch(message)
+        finally:
+            gate.leave()
+
     def cleanup(self) -> None:
         self._leave()
+        if self._close_gate is not None:
+            self._close_gate.uninstall()
+            self._close_gate = None
 
     def _leave(self) -> None:
         if self._bridge is not None and self._outlet is not None:
