@@ -58,3 +58,14 @@ async def test_several_frames_before_close_are_all_published_in_order(daphne, re
         got.append(message["data"])
     assert got == [f"frame {n}".encode() for n in range(5)]
     pubsub.close()
+
+
+async def test_the_close_waits_for_a_publication_that_redis_holds_back(daphne, redis_client):
+    # Redis briefly refuses writes (a failover, a busy server): the close is
+    # answered once the last frame has been published, not before.
+    closer = await connect(daphne, "/ws/chat?publish-broadcast")
+    redis_client.execute_command("CLIENT", "PAUSE", 1500, "WRITE")
+    await closer.send("held back")
+    await asyncio.wait_for(closer.close(), TIMEOUT)
+    assert closer.close_code == 1000
+    assert redis_client.get("_broadcast_:chat") == b"held back"
