@@ -68,3 +68,20 @@ def test_the_old_client_path_is_served(daphne):
         body = r.read()
     assert b"function WS4Redis" in body or b"WS4Redis" in body
     assert b"send_message" in body and b"receive_message" in body
+
+
+@override_settings(ALLOWED_HOSTS=["example.com"], WEBSOCKET_HOST="live.example.com:8443")
+def test_websocket_host_of_the_original_goes_into_the_websocket_uri():
+    from django.test import RequestFactory
+
+    from ws4redis.context_processors import default
+
+    request = RequestFactory().get("/", HTTP_HOST="example.com", secure=True)
+    assert default(request)["WEBSOCKET_URI"] == "wss://live.example.com:8443/ws/"
+
+
+def test_a_wrong_websocket_host_is_reported_by_the_checks():
+    from ws4redis_channels.checks import check_settings
+
+    with override_settings(WEBSOCKET_HOST="http://x/"):
+        assert [m.id for m in check_settings()] == ["ws4redis_channels.E031"]

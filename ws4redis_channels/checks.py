@@ -34,6 +34,7 @@ SETTING_IDS = {
     "WS4REDIS_DIRECT_WRITES": "E018",
     # E019-E029 were kept for settings of the same release (ids are never reused).
     "WS4REDIS_SUBPROTOCOLS": "E030",
+    "WEBSOCKET_HOST": "E031",
 }
 
 

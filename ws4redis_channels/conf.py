@@ -22,6 +22,7 @@ __all__ = ["DEFAULTS", "Settings", "conf"]
 
 DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_URL": "/ws/",
+    "WEBSOCKET_HOST": None,
     "WS4REDIS_CONNECTION": {"host": "localhost", "port": 6379, "db": 0, "password": None},
     "WS4REDIS_PREFIX": "",
     "WS4REDIS_NAMING": "classic",
@@ -68,6 +69,17 @@ class Settings:
         if not isinstance(value, str) or not value.startswith("/") or not value.endswith("/"):
             raise ImproperlyConfigured(
                 f"WEBSOCKET_URL must be a path that starts and ends with '/', got {value!r}"
+            )
+        return value
+
+    @property
+    def WEBSOCKET_HOST(self) -> str | None:
+        value = _get("WEBSOCKET_HOST")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value or any(c in value for c in "/ \t"):
+            raise ImproperlyConfigured(
+                f"WEBSOCKET_HOST must be a host name (with an optional port) or None, got {value!r}"
             )
         return value
 
