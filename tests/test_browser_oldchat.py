@@ -11,8 +11,14 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.test_browser import MS, Pages, browser, js, pages  # noqa: F401 (fixtures)
-from tests.test_oldchat import PASSWORD, oldchat  # noqa: F401 (fixture)
+from tests import test_browser, test_oldchat
+from tests.test_browser import MS, Pages, js
+from tests.test_oldchat import PASSWORD
+
+# The fixtures of those modules, used here too.
+browser = test_browser.browser
+pages = test_browser.pages
+oldchat = test_oldchat.oldchat
 
 pytestmark = [
     pytest.mark.browser,
