@@ -5,7 +5,9 @@ What can be learnt about the server behind an ASGI ``send``, and used when it is
 ASGI hides the connection, but two things matter for a push server and
 daphne offers them: how many bytes wait unsent for a socket (ASGI passes no
 back-pressure, so a client that stops reading would grow the server's memory
-without bound) and whether a protocol error is answered with a close frame.
+without bound) and whether a protocol error is answered with a close frame;
+and one thing daphne does too early: it answers a client's close frame before
+the frames received just before it are handled (:class:`CloseGate`).
 Everything here is optional: under another server the functions return None
 or do nothing, and the app still works.
 """
