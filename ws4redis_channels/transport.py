@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "DirectWriter",
+    "bound_fragmented_messages",
     "daphne_protocol",
     "encode_frame",
     "on_server_shutdown",
@@ -150,6 +151,38 @@ def prefer_close_frames(protocol: Any) -> None:
     frame carrying the code (1007, 1009) instead of dropping the TCP connection."""
     if protocol is not None and hasattr(protocol, "failByDrop"):
         protocol.failByDrop = False
+
+
+def bound_fragmented_messages(protocol: Any) -> bool:
+    """Keep a fragmented message being received in one buffer instead of one object per frame.
+
+    autobahn keeps every fragment of an unfinished message as a bytes object
+    of its own (about 40 bytes each), so a client sending 1-byte continuation
+    frames of a message it never finishes costs ~5 MiB of memory per MB sent,
+    up to ~40 MiB per socket under daphne's 1 MiB message limit. Joined into
+    one ``bytearray`` as they arrive, fragments cost what their payload is, at
+    most ``--websocket-max-message-size`` per socket. Returns False when the
+    protocol is not the autobahn one this was written for.
+    """
+    if protocol is None or not callable(getattr(protocol, "onMessageFrame", None)):
+        return False
+    if not hasattr(protocol, "failedByMe"):
+        return False
+
+    def on_message_frame(payload: list[bytes]) -> None:
+        if protocol.failedByMe:
+            return
+        data = getattr(protocol, "message_data", None)
+        if data is None:  # pragma: no cover - autobahn sets it at the message's start
+            return
+        if not data:
+            data.append(bytearray())
+        buffer = data[-1]
+        for chunk in payload:
+            buffer += chunk
+
+    protocol.onMessageFrame = on_message_frame
+    return True
 
 
 def release_handshake_data(protocol: Any) -> None:
