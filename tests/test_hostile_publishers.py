@@ -42,6 +42,13 @@ async def send_until_closed(ws, frames) -> int:
     return sent
 
 
+async def until(predicate, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
 async def published_count(spy: Spy) -> int:
     return len(await asyncio.to_thread(spy.messages, 1.0))
 
@@ -204,3 +211,33 @@ async def test_a_logged_in_burst_on_its_own_channel_does_not_make_others_lose_me
         session=cookie,
     )
     assert lost == 0
+
+
+# -- 3. what one identity can store ---------------------------------------------------
+
+
+async def test_one_user_cannot_store_on_unbounded_facilities(daphne_factory, redis_client):
+    server = server_with(daphne_factory, WS4REDIS_MAX_STORED_CHANNELS=10)
+    cookie = session_cookie("hoarder")
+    codes = []
+    for i in range(30):
+        ws = await connect(server, f"/ws/f{i}?publish-user", session=cookie)
+        await ws.send("x" * 1000)
+        await ws.send("again")  # the same channel again costs nothing more
+        await ws.close()
+        codes.append(ws.close_code)
+    # The server answers a close before its consumer has published the frames before it.
+    await until(lambda: "1 more would exceed 10" in server.log())
+    await until(lambda: len(redis_client.keys("hoarder:*")) >= 10)
+    assert "stored messages on 10 channels within 3600 s; 1 more would exceed 10" in server.log()
+    assert "user:hoarder" in server.log()
+    # Storing on a channel it already stored on still works, and others are unaffected.
+    again = await connect(server, "/ws/f3?publish-user", session=cookie)
+    await again.send("update")
+    await again.close()
+    await until(lambda: redis_client.get("hoarder:f3") == b"update")
+    other = await connect(server, "/ws/f20?publish-user", session=session_cookie("modest"))
+    await other.send("mine")
+    await other.close()
+    await until(lambda: redis_client.get("modest:f20") == b"mine")
+    assert len(redis_client.keys("hoarder:*")) == 10
