@@ -21,6 +21,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied, SuspiciousOperation
 
+from .accelerator import bound_fragmented_messages, daphne_protocol, raw_send
 from .access import (
     MAX_QUERY_FIELDS,
     MAX_QUERY_LENGTH,
@@ -35,13 +36,12 @@ from .access import (
 from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
-from .exceptions import InvalidName, RedisUnavailable
+from .exceptions import InvalidName, RedisError, RedisUnavailable
 from .limits import PublishLimits, identity_key, process_limits
 from .logs import describe_socket, escaped
 from .names import Audience, Target, channel_for, validate_facility
-from .process import current_bridge, current_relay
-from .sending import Outlet
-from .transport import bound_fragmented_messages, daphne_protocol, raw_send
+from .outlet import Outlet
+from .runtime import current_bridge, current_relay
 
 __all__ = ["NoRouteConsumer", "WebsocketConsumer"]
 
@@ -60,7 +60,7 @@ class _Refusal(Exception):
 class _LeanConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """An ``AsyncWebsocketConsumer`` without a channel layer of its own.
 
-    The process's bridge relays channel layer events (see layer.py), so a
+    The process's bridge relays channel layer events (see relay.py), so a
     socket needs no layer channel. With a single source of events, a plain
     loop replaces channels' ``await_many_dispatch``, which keeps a task per
     socket and makes a new one for every frame. ``dispatch`` skips the
@@ -326,7 +326,7 @@ class WebsocketConsumer(_LeanConsumer):
                 expire,
                 echo=self.echo,
             )
-        except (RedisUnavailable, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
             await self._close_with(CloseCode.REDIS_UNAVAILABLE, f"publishing failed: {exc!r}")
 
     # -- closing ------------------------------------------------------------
