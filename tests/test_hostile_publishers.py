@@ -129,14 +129,23 @@ async def test_a_forged_x_forwarded_for_does_not_make_a_new_identity(daphne_fact
 
 
 async def victim_loss_under_burst(
-    server: Daphne, redis_port: int, path: str, reader_path: str, **kw
+    server: Daphne,
+    redis_port: int,
+    path: str,
+    reader_path: str,
+    session: str | None = None,
+    sessions: list[str | None] | None = None,
 ) -> int:
     """Return how many of a steady numbered stream a victim on another facility lost
-    while 50 sockets of one identity each send a full burst of 64 KiB frames."""
+    while 50 sockets (of one identity, or of ``sessions``) each send a full burst of
+    64 KiB frames."""
     victim = await connect(server, "/ws/victim?subscribe-broadcast", max_size=None)
     # Someone reads the attacked channel, so the process subscribes to it.
-    reader = await connect(server, reader_path, max_size=None, **kw)
-    attackers = [await connect(server, path, max_size=None, **kw) for _ in range(50)]
+    reader = await connect(server, reader_path, max_size=None, session=session)
+    attackers = [
+        await connect(server, path, max_size=None, session=s)
+        for s in (sessions if sessions is not None else [session] * 50)
+    ]
     count = 3000
     publisher = redis.asyncio.Redis(port=redis_port)
     frame = "x" * (64 * KIB)
@@ -210,6 +219,22 @@ async def test_a_logged_in_burst_on_its_own_channel_does_not_make_others_lose_me
         "/ws/mine?subscribe-user",
         session=cookie,
     )
+    assert lost == 0
+
+
+async def test_fifty_users_bursting_at_once_do_not_make_others_lose_messages(
+    daphne_factory, default_redis
+):
+    server = server_with(daphne_factory, redis_url=default_redis.url)
+    cookies: list[str | None] = [session_cookie(f"burster{i}") for i in range(50)]
+    lost = await victim_loss_under_burst(
+        server,
+        default_redis.port,
+        "/ws/mine?subscribe-user&publish-user",
+        "/ws/victim?subscribe-broadcast",
+        sessions=cookies,
+    )
+    print("lost", lost)
     assert lost == 0
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "bound_fragmented_messages",
     "daphne_protocol",
     "on_server_shutdown",
+    "pause_reading",
     "prefer_close_frames",
     "queued_bytes",
     "raw_send",
@@ -162,6 +163,23 @@ def bound_fragmented_messages(protocol: Any) -> bool:
 
     protocol.onMessageFrame = on_message_frame
     return True
+
+
+def pause_reading(protocol: Any) -> Callable[[], None] | None:
+    """Stop reading from the client of a daphne protocol; return the function that resumes.
+
+    ASGI cannot tell a server to stop reading, and daphne queues every frame
+    for the application without bound; a socket whose frames must wait is
+    paused at the TCP level instead, so the client's own buffers fill up.
+    Returns None (nothing paused) when there is no Twisted transport.
+    """
+    transport = getattr(protocol, "transport", None)
+    pause = getattr(transport, "pauseProducing", None)
+    resume = getattr(transport, "resumeProducing", None)
+    if not callable(pause) or not callable(resume):
+        return None
+    pause()
+    return resume  # type: ignore[no-any-return]
 
 
 def release_handshake_data(protocol: Any) -> None:

@@ -21,7 +21,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied, SuspiciousOperation
 
-from .accelerator import bound_fragmented_messages, daphne_protocol, raw_send
+from .accelerator import bound_fragmented_messages, daphne_protocol, pause_reading, raw_send
 from .access import (
     MAX_QUERY_FIELDS,
     MAX_QUERY_LENGTH,
@@ -37,6 +37,7 @@ from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
 from .exceptions import InvalidName, RedisError, RedisUnavailable
+from .intake import current_intake
 from .limits import PublishLimits, identity_key, process_limits
 from .logs import describe_socket, escaped
 from .names import Audience, Target, channel_for, validate_facility
@@ -114,6 +115,7 @@ class WebsocketConsumer(_LeanConsumer):
         self._accepted = False
         # Whom the publish limits count this socket's frames against (limits.py).
         self._publisher = ""
+        self._protocol: Any = None  # daphne's, when there is one (accelerator.py)
 
     # -- handshake ----------------------------------------------------------
 
@@ -224,7 +226,8 @@ class WebsocketConsumer(_LeanConsumer):
         self._accepted = True
         self._outlet.release()
         # A message in 1-byte fragments must not cost 40 bytes of memory per byte.
-        bound_fragmented_messages(daphne_protocol(raw_send(self.base_send)))
+        self._protocol = daphne_protocol(raw_send(self.base_send))
+        bound_fragmented_messages(self._protocol)
 
     def _check_identity(self, flags: list[str], identity: Identity) -> None:
         for flag in flags:
@@ -318,6 +321,18 @@ class WebsocketConsumer(_LeanConsumer):
         if refused is not None:
             await self._close_with(CloseCode.RATE_LIMITED, refused)
             return
+        # Never publish faster than the process reads its subscriber (intake.py).
+        intake = current_intake()
+        cost = len(payload) * len(self.publish_channels)
+        if not intake.try_admit(cost):
+            resume = pause_reading(self._protocol)
+            try:
+                await intake.admit(cost)
+            finally:
+                if resume is not None:
+                    resume()
+            if self._closing:
+                return
         try:
             await self._bridge.publish(
                 self._outlet,
