@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
 from . import store
-from .connection import RedisTarget, async_client, resolve_address, ssl_context
+from .connection import RedisTarget, async_client, fence, resolve_address, ssl_context
 from .exceptions import RedisUnavailable
 from .resp import Parser, ReplyError, Value, encode_command
 from .transport import encode_frame
@@ -351,8 +351,17 @@ class Bridge:
                         ch.echoes.popleft()
                     ch.echoes.append((sink, payload))
                     marked.append(ch)
+        taken = fence(self.target)
         try:
-            return await store.apublish(async_client(self.target), channels, payload, expire)
+            return await store.apublish(
+                async_client(self.target),
+                channels,
+                payload,
+                expire,
+                replicas=taken.replicas,
+                timeout=taken.timeout,
+                holds=taken.holds,
+            )
         except BaseException:
             for ch in marked:
                 try:

@@ -7,11 +7,14 @@
   * :class:`IdentityRequired`: a user or session audience was asked for without
     an authenticated user or a saved session.
   * :class:`RedisUnavailable`: Redis did not answer within the configured bound.
+
+    * :class:`NotReplicated`: Redis ran a publication, but not enough replicas
+      confirmed it in time; a failover may discard it.
 """
 
 from __future__ import annotations
 
-__all__ = ["IdentityRequired", "InvalidName", "RedisUnavailable", "WS4RedisError"]
+__all__ = ["IdentityRequired", "InvalidName", "NotReplicated", "RedisUnavailable", "WS4RedisError"]
 
 
 class WS4RedisError(Exception):
@@ -28,3 +31,11 @@ class IdentityRequired(WS4RedisError):
 
 class RedisUnavailable(WS4RedisError, ConnectionError):
     """Redis could not be reached in time."""
+
+
+class NotReplicated(RedisUnavailable):
+    """The master ran a publication that too few replicas confirmed.
+
+    Its sockets may have received it, but a failover can discard it: do not
+    count it as published. Retrying can deliver it twice.
+    """

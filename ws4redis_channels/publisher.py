@@ -27,7 +27,7 @@ from typing import Any
 
 from . import store
 from .conf import conf
-from .connection import async_client, parse_target, sync_client
+from .connection import RedisTarget, async_client, fence, parse_target, sync_client
 from .exceptions import IdentityRequired
 from .names import Audience, Target, channel_for, channels_for
 
@@ -115,8 +115,14 @@ def publish(
     Subscribers are counted by Redis: processes, not sockets.
     """
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
-    client = sync_client(parse_target(conf.WS4REDIS_CONNECTION))
-    return store.publish(client, names, _payload(message), _expire(expire))
+    target = parse_target(conf.WS4REDIS_CONNECTION)
+    return store.publish(
+        sync_client(target),
+        names,
+        _payload(message),
+        _expire(expire),
+        **_fenced(target),
+    )
 
 
 async def apublish(
@@ -131,8 +137,20 @@ async def apublish(
 ) -> int:
     """Asynchronous :func:`publish`."""
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
-    client = async_client(parse_target(conf.WS4REDIS_CONNECTION))
-    return await store.apublish(client, names, _payload(message), _expire(expire))
+    target = parse_target(conf.WS4REDIS_CONNECTION)
+    return await store.apublish(
+        async_client(target),
+        names,
+        _payload(message),
+        _expire(expire),
+        **_fenced(target),
+    )
+
+
+def _fenced(target: RedisTarget) -> dict[str, Any]:
+    # Taken before the publication starts: see connection.fence.
+    taken = fence(target)
+    return {"replicas": taken.replicas, "timeout": taken.timeout, "holds": taken.holds}
 
 
 def _channel(facility: str, audience: Audience | str, identity: str | None) -> str:
@@ -236,13 +254,25 @@ class RedisPublisher:
 
     def publish_message(self, message: Message, expire: int | None = None) -> int:
         """Publish (and store, see ``expire``) ``message``; return the subscriber count."""
-        client = sync_client(parse_target(conf.WS4REDIS_CONNECTION))
-        return store.publish(client, self._channels, _payload(message), _expire(expire))
+        target = parse_target(conf.WS4REDIS_CONNECTION)
+        return store.publish(
+            sync_client(target),
+            self._channels,
+            _payload(message),
+            _expire(expire),
+            **_fenced(target),
+        )
 
     async def apublish_message(self, message: Message, expire: int | None = None) -> int:
         """Asynchronous :meth:`publish_message`."""
-        client = async_client(parse_target(conf.WS4REDIS_CONNECTION))
-        return await store.apublish(client, self._channels, _payload(message), _expire(expire))
+        target = parse_target(conf.WS4REDIS_CONNECTION)
+        return await store.apublish(
+            async_client(target),
+            self._channels,
+            _payload(message),
+            _expire(expire),
+            **_fenced(target),
+        )
 
     def fetch_message(self, request: Any, facility: str, audience: str = "any") -> bytes | None:
         """Return the stored message for ``request`` on ``facility``.
