@@ -236,6 +236,10 @@ class Bridge:
         self._give_up_handle: asyncio.TimerHandle | None = None
         self._closed = False
         self._ever_connected = False
+        # Where the subscriber connection goes, and a wake-up for the backoff
+        # when Sentinel names a new master (see follow_master).
+        self._address: tuple[str, int] | str | None = None
+        self._hurry = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._runner = self._loop.create_task(self._run(), name="ws4redis-bridge")
 
@@ -611,11 +615,38 @@ class Bridge:
                 self._on_down("connection lost")
             if self._closed:
                 break
-            await asyncio.sleep(random.uniform(0, backoff))
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            if not self._hurry.is_set():
+                try:
+                    await asyncio.wait_for(self._hurry.wait(), random.uniform(0, backoff))
+                except asyncio.TimeoutError:
+                    pass
+            if self._hurry.is_set():
+                self._hurry.clear()
+                backoff = BACKOFF_FIRST
+            else:
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def follow_master(self, address: tuple[str, int]) -> None:
+        """Sentinel moved the master to ``address``: leave the old one now, connect at once.
+
+        The old master may stay up and writable for seconds after a manual
+        failover; staying subscribed there would hear publications the failover
+        discards and miss those made on the new master.
+        """
+        if self._closed:
+            return
+        self._hurry.set()
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None and self._address != address:
+            logger.warning(
+                "Sentinel moved the master to %s:%d; moving the subscriber there", *address
+            )
+            protocol.transport.abort()
 
     async def _connect(self) -> _SubscriberProtocol:
+        self._hurry.clear()
         address = await resolve_address(self.target)
+        self._address = address
         loop = self._loop
         if isinstance(address, str):
             _, protocol = await loop.create_unix_connection(
@@ -637,6 +668,9 @@ class Bridge:
                 else:
                     commands.append(("AUTH", self.target.password))
             commands.append(("CLIENT", "SETNAME", f"ws4redis-bridge-{os.getpid()}"))
+            if self.target.sentinels:
+                # Sentinel's answer can be stale: subscribe on a master only.
+                commands.append(("ROLE",))
             futures = []
             for command in commands:
                 future: asyncio.Future[Value] = loop.create_future()
@@ -645,6 +679,10 @@ class Bridge:
                 transport.write(encode_command(*command))
             for future in futures:
                 await future
+            if self.target.sentinels:
+                role = futures[-1].result()
+                if not isinstance(role, list) or not role or role[0] != b"master":
+                    raise RedisUnavailable(f"{address} is not a master (ROLE says {role!r})")
         except BaseException:
             protocol.transport.abort()
             self._protocol = None
