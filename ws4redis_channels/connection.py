@@ -12,6 +12,11 @@ published: 1 by default with Sentinel, 0 otherwise. With Sentinel, a
 :class:`~ws4redis_channels.sentinel.SentinelWatcher` makes every client of
 this module follow a failover at once (:func:`follow_master`).
 
+Errors of the Redis client are re-raised at this boundary as the app's own
+(:func:`redis_errors`): :class:`~ws4redis_channels.exceptions.RedisTimeout`,
+:class:`~ws4redis_channels.exceptions.RedisUnavailable` and
+:class:`~ws4redis_channels.exceptions.RedisCommandError`.
+
 Clients are created on first use. Asynchronous clients belong to one event
 loop each; the synchronous client is shared by all threads (redis-py's pool
 is thread-safe). Every cache is keyed by the parsed target, so changing the
@@ -21,10 +26,11 @@ setting (``override_settings`` in tests) yields new clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl as ssl_module
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -34,6 +40,7 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 
+from .exceptions import RedisCommandError, RedisTimeout, RedisUnavailable, WS4RedisError
 from .sentinel import Master, SentinelWatcher, discover_master, watcher
 
 __all__ = [
@@ -43,6 +50,7 @@ __all__ = [
     "fence",
     "follow_master",
     "parse_target",
+    "redis_errors",
     "resolve_address",
     "sync_client",
 ]
@@ -89,6 +97,27 @@ class RedisTarget:
         if self.path:
             return f"unix:{self.path}"
         return f"{'rediss' if self.ssl else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+@contextlib.contextmanager
+def redis_errors(target: RedisTarget | None = None) -> Iterator[None]:
+    """Re-raise the Redis client's errors (and socket errors) as the app's own.
+
+    redis-py's ``ConnectionError`` and ``TimeoutError`` are not the builtin
+    ones, so ``except ConnectionError`` above this boundary would miss them.
+    """
+    where = f"Redis at {target.describe()}" if target is not None else "Redis"
+    try:
+        yield
+    except WS4RedisError:
+        raise  # already ours (a nested boundary, the subscriber's ReplyError)
+    except (redis.TimeoutError, asyncio.TimeoutError, TimeoutError) as exc:
+        raise RedisTimeout(f"{where} did not answer in time: {exc!r}") from exc
+    except redis.ResponseError as exc:
+        raise RedisCommandError(f"{where} answered with an error: {exc}") from exc
+    except (redis.RedisError, OSError) as exc:
+        # ConnectionError, pool exhaustion, sentinel errors, refused sockets...
+        raise RedisUnavailable(f"{where} is unreachable: {exc!r}") from exc
 
 
 def _parse_url(url: str) -> RedisTarget:

@@ -17,6 +17,9 @@ the same connection, by ``WAIT replicas timeout``: a publication counts only
 once that many replicas have it, so a Sentinel failover (which promotes a
 replica) cannot discard a publication reported as done. Too few
 confirmations raise :class:`~ws4redis_channels.exceptions.NotReplicated`.
+
+Every function raises the app's :class:`~ws4redis_channels.exceptions.RedisError`
+subclasses, never redis-py's.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from .connection import redis_errors
 from .exceptions import NotReplicated
 
 __all__ = [
@@ -141,23 +145,24 @@ def publish(
     """
     if not channels:
         return 0
-    if client not in _functions_loaded:
-        _functions_loaded[client] = load_function(client)
-    script = _script(client)
-    args: list[bytes | int] = [message, max(expire, 0)]
-    if not replicas:
-        result = int(script(keys=list(channels), args=args))
-        return _confirmed([result, 0], 0, timeout, holds)
-    for _ in range(2):
-        pipe = client.pipeline(transaction=False)
-        pipe.evalsha(script.sha, len(channels), *channels, *args)
-        pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))  # type: ignore[no-untyped-call]
-        results = pipe.execute(raise_on_error=False)
-        if isinstance(results[0], redis.exceptions.NoScriptError):
-            script.sha = client.script_load(PUBLISH_SCRIPT)
-            continue
-        break
-    return _confirmed(results, replicas, timeout, holds)
+    with redis_errors():
+        if client not in _functions_loaded:
+            _functions_loaded[client] = load_function(client)
+        script = _script(client)
+        args: list[bytes | int] = [message, max(expire, 0)]
+        if not replicas:
+            result = int(script(keys=list(channels), args=args))
+            return _confirmed([result, 0], 0, timeout, holds)
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(channels), *channels, *args)
+            pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))  # type: ignore[no-untyped-call]
+            results = pipe.execute(raise_on_error=False)
+            if isinstance(results[0], redis.exceptions.NoScriptError):
+                script.sha = client.script_load(PUBLISH_SCRIPT)
+                continue
+            break
+        return _confirmed(results, replicas, timeout, holds)
 
 
 async def apublish(
@@ -173,52 +178,57 @@ async def apublish(
     """Asynchronous :func:`publish`."""
     if not channels:
         return 0
-    if client not in _functions_loaded:
-        _functions_loaded[client] = await aload_function(client)
-    script = _ascript(client)
-    args: list[bytes | int] = [message, max(expire, 0)]
-    if not replicas:
-        result = int(await script(keys=list(channels), args=args))
-        return _confirmed([result, 0], 0, timeout, holds)
-    for _ in range(2):
-        pipe = client.pipeline(transaction=False)
-        pipe.evalsha(script.sha, len(channels), *channels, *args)
-        pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))
-        results = await pipe.execute(raise_on_error=False)
-        if isinstance(results[0], redis.exceptions.NoScriptError):
-            script.sha = await client.script_load(PUBLISH_SCRIPT)
-            continue
-        break
-    return _confirmed(results, replicas, timeout, holds)
+    with redis_errors():
+        if client not in _functions_loaded:
+            _functions_loaded[client] = await aload_function(client)
+        script = _ascript(client)
+        args: list[bytes | int] = [message, max(expire, 0)]
+        if not replicas:
+            result = int(await script(keys=list(channels), args=args))
+            return _confirmed([result, 0], 0, timeout, holds)
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(channels), *channels, *args)
+            pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))
+            results = await pipe.execute(raise_on_error=False)
+            if isinstance(results[0], redis.exceptions.NoScriptError):
+                script.sha = await client.script_load(PUBLISH_SCRIPT)
+                continue
+            break
+        return _confirmed(results, replicas, timeout, holds)
 
 
 def fetch(client: redis.Redis, channel: str) -> bytes | None:
     """Return the message stored for ``channel``, if any."""
-    value: bytes | None = client.get(channel)  # type: ignore[assignment]
+    with redis_errors():
+        value: bytes | None = client.get(channel)  # type: ignore[assignment]
     return value
 
 
 async def afetch(client: redis.asyncio.Redis, channel: str) -> bytes | None:
     """Asynchronous :func:`fetch`."""
-    value: bytes | None = await client.get(channel)  # type: ignore[assignment]
+    with redis_errors():
+        value: bytes | None = await client.get(channel)  # type: ignore[assignment]
     return value
 
 
 def load_function(client: redis.Redis) -> bool:
     """Load the ``ws4redis_publish`` function; return False on Redis older than 7."""
-    try:
-        client.function_load(FUNCTION_LIBRARY, replace=True)
-    except redis.ResponseError as exc:
-        logger.debug("Cannot load the ws4redis function library: %s", exc)
-        return False
+    with redis_errors():
+        try:
+            client.function_load(FUNCTION_LIBRARY, replace=True)
+        except redis.ResponseError as exc:
+            logger.debug("Cannot load the ws4redis function library: %s", exc)
+            return False
     return True
 
 
 async def aload_function(client: redis.asyncio.Redis) -> bool:
     """Asynchronous :func:`load_function`."""
-    try:
-        await client.function_load(FUNCTION_LIBRARY, replace=True)
-    except redis.ResponseError as exc:
-        logger.debug("Cannot load the ws4redis function library: %s", exc)
-        return False
+    with redis_errors():
+        try:
+            await client.function_load(FUNCTION_LIBRARY, replace=True)
+        except redis.ResponseError as exc:
+            logger.debug("Cannot load the ws4redis function library: %s", exc)
+            return False
     return True
