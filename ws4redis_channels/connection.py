@@ -164,17 +164,24 @@ def _parse_url(url: str) -> RedisTarget:
 
 
 def _waits(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Read ``wait_replicas`` and ``wait_timeout`` from a URL query or a dict."""
     waits: dict[str, Any] = {}
-    if options.get("wait_replicas") is not None:
-        replicas = options["wait_replicas"]
-        if isinstance(replicas, bool) or int(replicas) < 0:
+    replicas = options.get("wait_replicas")
+    if replicas is not None:
+        try:
+            waits["wait_replicas"] = int(replicas)
+        except (TypeError, ValueError):
+            waits["wait_replicas"] = -1
+        if isinstance(replicas, bool) or waits["wait_replicas"] < 0:
             raise ValueError(f"wait_replicas must be a non-negative int, got {replicas!r}")
-        waits["wait_replicas"] = int(replicas)
-    if options.get("wait_timeout") is not None:
-        timeout = options["wait_timeout"]
-        if isinstance(timeout, bool) or float(timeout) <= 0:
+    timeout = options.get("wait_timeout")
+    if timeout is not None:
+        try:
+            waits["wait_timeout"] = float(timeout)
+        except (TypeError, ValueError):
+            waits["wait_timeout"] = 0.0
+        if isinstance(timeout, bool) or not waits["wait_timeout"] > 0:
             raise ValueError(f"wait_timeout must be a positive number of seconds, got {timeout!r}")
-        waits["wait_timeout"] = float(timeout)
     return waits
 
 
