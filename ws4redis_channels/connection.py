@@ -37,8 +37,11 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
 import redis.asyncio.sentinel
+import redis.retry
 import redis.sentinel
+from redis.backoff import NoBackoff
 
 from .exceptions import RedisCommandError, RedisTimeout, RedisUnavailable, WS4RedisError
 from .sentinel import Master, SentinelWatcher, discover_master, watcher
@@ -205,7 +208,11 @@ def parse_target(value: str | Mapping[str, Any]) -> RedisTarget:
     )
 
 
-def _client_kwargs(target: RedisTarget) -> dict[str, Any]:
+def _client_kwargs(target: RedisTarget, *, asynchronous: bool = False) -> dict[str, Any]:
+    # No retries: redis-py would run a publication again after a lost
+    # connection or a timeout, and the first run may have happened (a
+    # failover drops connections mid-command): delivered twice.
+    retry_class = redis.asyncio.retry.Retry if asynchronous else redis.retry.Retry
     kwargs: dict[str, Any] = {
         "db": target.db,
         "username": target.username,
@@ -213,6 +220,7 @@ def _client_kwargs(target: RedisTarget) -> dict[str, Any]:
         "socket_timeout": COMMAND_TIMEOUT,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "protocol": 2,
+        "retry": retry_class(NoBackoff(), 0),
     }
     return kwargs
 
@@ -315,7 +323,7 @@ def async_client(target: RedisTarget) -> redis.asyncio.Redis:
     clients = _async_clients.setdefault(loop, {})
     client = clients.get(target)
     if client is None:
-        kwargs = _client_kwargs(target)
+        kwargs = _client_kwargs(target, asynchronous=True)
         if target.sentinels:
             sentinel = _AsyncFollowingSentinel(target)
             client = sentinel.master_for(

@@ -262,16 +262,28 @@ class SentinelWatcher:
             await self._check()
             await asyncio.sleep(CHECK_INTERVAL)
 
-    async def _check(self, hint: Address | None = None) -> None:
+    async def _check(self) -> None:
         try:
             master = await discover_master(self.sentinels, self.service, password=self.password)
         except RedisUnavailable as exc:
-            if hint is None:
-                logger.debug("Asking the Sentinels for %r failed: %s", self.service, exc)
-                return
+            logger.debug("Asking the Sentinels for %r failed: %s", self.service, exc)
+            return
+        self._adopt(master)
+
+    async def _switched(self, sentinel: Address, new: Address) -> None:
+        """A Sentinel announced ``+switch-master`` to ``new``: adopt it now.
+
+        That Sentinel has the new configuration by definition, so it alone is
+        asked for the epoch (waiting for all could wait for a slow one).
+        """
+        try:
+            master: Master | None = await _ask(sentinel, self.service, self.password, QUERY_TIMEOUT)
+        except (RedisUnavailable, OSError, asyncio.TimeoutError, ValueError):
+            master = None
+        if master is None or master.address != new:
             # The event itself is news enough: its Sentinel won the election.
             epoch = self._master.epoch + 1 if self._master is not None else 0
-            master = Master(hint[0], hint[1], epoch)
+            master = Master(new[0], new[1], epoch)
         self._adopt(master)
 
     def _adopt(self, master: Master) -> None:
@@ -323,7 +335,7 @@ class SentinelWatcher:
                         data = value[2]
                         words = data.decode().split() if isinstance(data, bytes) else []
                         if len(words) == 5 and words[0] == self.service:
-                            await self._check(hint=(words[3], int(words[4])))
+                            await self._switched(address, (words[3], int(words[4])))
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncio.TimeoutError, RedisUnavailable, ValueError) as exc:
