@@ -119,9 +119,10 @@ def test_every_system_check_id_is_documented():
     for name, number in SETTING_IDS.items():
         assert f"ws4redis_channels.{number}" in text and name in text, name
     assert "ws4redis_channels.W001" in text
+    assert "ws4redis_channels.W030" in text
 
 
-@pytest.mark.parametrize("name", ["ws4redis_publish", "ws4redis_load_function"])
+@pytest.mark.parametrize("name", ["ws4redis_publish", "ws4redis_load_function", "ws4redis_naming"])
 def test_every_option_of_the_management_commands_is_documented(name):
     from django.core.management import load_command_class
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = [
+    "CloseGate",
     "DirectWriter",
     "daphne_protocol",
     "on_server_shutdown",
@@ -172,3 +173,79 @@ def on_server_shutdown(callback: Callable[[], Awaitable[None]]) -> bool:
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
     return True
+
+
+class CloseGate:
+    """Holds daphne's answer to a client's close frame until the frames before it are handled.
+
+    autobahn answers a close frame at once, in the reactor, while the frames
+    received just before it may still wait in the application's queue or be
+    in the middle of their publication: the client's ``close()`` would return
+    before its last message is on Redis. The consumer marks the handling of
+    each frame (:meth:`enter`, :meth:`leave`); a close frame that arrives
+    while one is handled or queued is answered when the last one is done, or
+    after ``limit`` seconds at the latest. :meth:`uninstall` answers a held
+    close and restores the protocol (no reference cycle outlives the socket).
+    """
+
+    __slots__ = ("_busy", "_held", "_limit", "_protocol", "_timer")
+
+    def __init__(self, protocol: Any, limit: float) -> None:
+        self._protocol = protocol
+        self._limit = limit
+        self._busy = 0
+        self._held: tuple[Any, Any] | None = None
+        self._timer: Any = None
+        # An instance attribute: autobahn calls self.onCloseFrame(code, reason).
+        protocol.onCloseFrame = self._on_close_frame
+
+    @classmethod
+    def install(cls, send: Send, limit: float = 10.0) -> CloseGate | None:
+        """Gate the daphne connection behind ``send``; None under another server."""
+        protocol = daphne_protocol(raw_send(send))
+        if protocol is None or "onCloseFrame" in vars(protocol):
+            return None
+        queue = getattr(protocol, "application_queue", None)
+        if not callable(getattr(type(protocol), "onCloseFrame", None)) or not hasattr(
+            queue, "empty"
+        ):
+            return None
+        return cls(protocol, limit)
+
+    def _pending(self) -> bool:
+        return bool(self._busy) or not self._protocol.application_queue.empty()
+
+    def _on_close_frame(self, code: Any, reason: Any) -> Any:
+        protocol = self._protocol
+        if self._held is None and protocol.state == protocol.STATE_OPEN and self._pending():
+            import asyncio
+
+            self._held = (code, reason)
+            self._timer = asyncio.get_running_loop().call_later(self._limit, self.release)
+            return None
+        return type(protocol).onCloseFrame(protocol, code, reason)
+
+    def enter(self) -> None:
+        """A received frame is being handled."""
+        self._busy += 1
+
+    def leave(self) -> None:
+        """A received frame has been handled; answer a held close if nothing else waits."""
+        self._busy -= 1
+        if self._held is not None and not self._pending():
+            self.release()
+
+    def release(self) -> None:
+        """Answer a held close frame now (autobahn then drops the TCP connection)."""
+        held, self._held = self._held, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if held is not None:
+            protocol = self._protocol
+            type(protocol).onCloseFrame(protocol, *held)
+
+    def uninstall(self) -> None:
+        """Answer a held close and give the protocol its own close frame handling back."""
+        self.release()
+        vars(self._protocol).pop("onCloseFrame", None)

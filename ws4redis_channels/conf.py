@@ -22,6 +22,7 @@ __all__ = ["DEFAULTS", "Settings", "conf"]
 
 DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_URL": "/ws/",
+    "WEBSOCKET_HOST": None,
     "WS4REDIS_CONNECTION": {"host": "localhost", "port": 6379, "db": 0, "password": None},
     "WS4REDIS_PREFIX": "",
     "WS4REDIS_NAMING": "classic",
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_CHANNEL_LAYER": "default",
     "WS4REDIS_ALLOWED_ORIGINS": None,
     "WS4REDIS_DIRECT_WRITES": True,
+    "WS4REDIS_SUBPROTOCOLS": None,
 }
 
 
@@ -67,6 +69,17 @@ class Settings:
         if not isinstance(value, str) or not value.startswith("/") or not value.endswith("/"):
             raise ImproperlyConfigured(
                 f"WEBSOCKET_URL must be a path that starts and ends with '/', got {value!r}"
+            )
+        return value
+
+    @property
+    def WEBSOCKET_HOST(self) -> str | None:
+        value = _get("WEBSOCKET_HOST")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value or any(c in value for c in "/ \t"):
+            raise ImproperlyConfigured(
+                f"WEBSOCKET_HOST must be a host name (with an optional port) or None, got {value!r}"
             )
         return value
 
@@ -219,6 +232,24 @@ class Settings:
                 f"WS4REDIS_ALLOWED_ORIGINS must be a list of origins or None, got {value!r}"
             )
         return list(value)
+
+    @property
+    def WS4REDIS_SUBPROTOCOLS(self) -> tuple[str, ...] | None:
+        value = _get("WS4REDIS_SUBPROTOCOLS")
+        if value is None:
+            return None
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_SUBPROTOCOLS must be a list of subprotocol names or None, got {value!r}"
+            )
+        names = tuple(value)
+        for name in names:
+            if not isinstance(name, str) or not name or any(c in name for c in ' ,;"\t'):
+                raise ImproperlyConfigured(
+                    f"WS4REDIS_SUBPROTOCOLS: {name!r} is not a subprotocol name "
+                    "(a non-empty token without spaces, commas or quotes)"
+                )
+        return names
 
 
 conf = Settings()

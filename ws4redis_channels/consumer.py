@@ -22,6 +22,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 
+from .accelerator import CloseGate
 from .access import (
     PUBLISH_FLAGS,
     SUBSCRIBE_FLAGS,
@@ -38,6 +39,7 @@ from .exceptions import InvalidName, RedisError, RedisUnavailable
 from .names import Audience, Target, channel_for, validate_facility
 from .outlet import Outlet
 from .runtime import current_bridge, current_relay
+from .subprotocols import offered_subprotocols, select_subprotocol
 
 __all__ = ["NoRouteConsumer", "WebsocketConsumer"]
 
@@ -45,6 +47,19 @@ logger = logging.getLogger(__name__)
 
 # The key of the facility in the URL route (see routing.py).
 FACILITY_KWARG = "facility"
+
+
+def _subprotocol(scope: dict[str, Any]) -> str | None:
+    """The subprotocol to name in the 101: browsers fail a socket that offered some and got none."""
+    offered = offered_subprotocols(scope)
+    chosen = select_subprotocol(offered, conf.WS4REDIS_SUBPROTOCOLS)
+    if offered and chosen is None:
+        logger.warning(
+            "Websocket %s offered subprotocols %s, none in WS4REDIS_SUBPROTOCOLS",
+            scope.get("path", ""),
+            ", ".join(repr(name) for name in offered[:5]),
+        )
+    return chosen
 
 
 class _Refusal(Exception):
@@ -107,6 +122,7 @@ class WebsocketConsumer(_LeanConsumer):
         self._outlet: Outlet | None = None
         self._closing = False
         self._close_task: asyncio.Future[None] | None = None
+        self._close_gate: CloseGate | None = None
         self._tokens = 0.0
         self._token_time = 0.0
 
@@ -178,8 +194,10 @@ class WebsocketConsumer(_LeanConsumer):
                 except Exception as exc:
                     # Redis delivery works; only group_send would miss this socket.
                     logger.warning("Channel layer relay not ready for %s: %r", self._where(), exc)
-        await self.accept()
+        await self.accept(_subprotocol(self.scope))
         self._outlet.release()
+        # Frames sent before the client's close are published before it is answered.
+        self._close_gate = CloseGate.install(self.base_send)
         self._tokens = float(conf.WS4REDIS_PUBLISH_BURST)
         self._token_time = time.monotonic()
 
@@ -227,7 +245,7 @@ class WebsocketConsumer(_LeanConsumer):
         if self._closing:
             return
         self._closing = True
-        await self.accept()
+        await self.accept(_subprotocol(self.scope))
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
     def _where(self) -> str:
@@ -302,8 +320,21 @@ class WebsocketConsumer(_LeanConsumer):
         self._leave()
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        gate = self._close_gate
+        if gate is None or message["type"] != "websocket.receive":
+            return await super().dispatch(message)
+        gate.enter()
+        try:
+            await super().dispatch(message)
+        finally:
+            gate.leave()
+
     def cleanup(self) -> None:
         self._leave()
+        if self._close_gate is not None:
+            self._close_gate.uninstall()
+            self._close_gate = None
 
     def _leave(self) -> None:
         if self._bridge is not None and self._outlet is not None:
@@ -341,7 +372,7 @@ class NoRouteConsumer(_LeanConsumer):
             self.scope.get("path", ""),
             client[0],
         )
-        await self.accept()
+        await self.accept(_subprotocol(self.scope))
         await self.close(code=int(CloseCode.NOT_FOUND), reason=CLOSE_REASONS[CloseCode.NOT_FOUND])
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
