@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl as ssl_module
 import threading
 import weakref
@@ -235,7 +236,8 @@ def _sentinel_kwargs(target: RedisTarget) -> dict[str, Any]:
 _async_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[RedisTarget, redis.asyncio.Redis]
 ] = weakref.WeakKeyDictionary()
-_sync_clients: dict[RedisTarget, redis.Redis] = {}
+# Keyed by process too: a forked child needs its own watcher and its listeners.
+_sync_clients: dict[tuple[RedisTarget, int], redis.Redis] = {}
 _sync_lock = threading.Lock()
 
 
@@ -252,10 +254,12 @@ class _FollowingSentinel(redis.sentinel.Sentinel):
 
     def __init__(self, target: RedisTarget) -> None:
         super().__init__(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target))
+        self.target = target
         self.watcher = _watcher(target)
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
-        master = self.watcher.master or self.watcher.wait_known(CONNECT_TIMEOUT)
+        found = _watcher(self.target)  # this process's, also after a fork
+        master = found.master or found.wait_known(CONNECT_TIMEOUT)
         if master is not None:
             return master.address
         return super().discover_master(service_name)  # type: ignore[no-any-return]
@@ -270,7 +274,7 @@ class _AsyncFollowingSentinel(redis.asyncio.sentinel.Sentinel):
         self.watcher = _watcher(target)
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
-        master = self.watcher.master
+        master = _watcher(self.target).master
         if master is None:
             master = await _discover(self.target)
         return master.address
@@ -352,11 +356,12 @@ def async_client(target: RedisTarget) -> redis.asyncio.Redis:
 
 def sync_client(target: RedisTarget) -> redis.Redis:
     """Return the (thread-safe) synchronous command client of ``target``."""
-    client = _sync_clients.get(target)
+    key = (target, os.getpid())
+    client = _sync_clients.get(key)
     if client is not None:
         return client
     with _sync_lock:
-        client = _sync_clients.get(target)
+        client = _sync_clients.get(key)
         if client is None:
             kwargs = _client_kwargs(target)
             if target.sentinels:
@@ -373,7 +378,7 @@ def sync_client(target: RedisTarget) -> redis.Redis:
                     kwargs["port"] = target.port
                     kwargs["ssl"] = target.ssl
                 client = redis.Redis(max_connections=MAX_CONNECTIONS, **kwargs)
-            _sync_clients[target] = client
+            _sync_clients[key] = client
     return client
 
 
