@@ -29,7 +29,7 @@ from typing import Any
 
 from . import store
 from .conf import conf
-from .connection import async_client, parse_target, sync_client
+from .connection import RedisTarget, async_client, fence, parse_target, sync_client
 from .exceptions import IdentityRequired
 from .names import Audience, Target, channel_for, channels_for
 
@@ -119,8 +119,14 @@ def publish(
     Subscribers are counted by Redis: processes, not sockets.
     """
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
-    client = sync_client(parse_target(conf.WS4REDIS_CONNECTION))
-    return store.publish(client, names, _payload(message), _expire(expire))
+    target = parse_target(conf.WS4REDIS_CONNECTION)
+    return store.publish(
+        sync_client(target),
+        names,
+        _payload(message),
+        _expire(expire),
+        **_fenced(target),
+    )
 
 
 async def apublish(
@@ -135,8 +141,20 @@ async def apublish(
 ) -> int:
     """Asynchronous :func:`publish`."""
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
-    client = async_client(parse_target(conf.WS4REDIS_CONNECTION))
-    return await store.apublish(client, names, _payload(message), _expire(expire))
+    target = parse_target(conf.WS4REDIS_CONNECTION)
+    return await store.apublish(
+        async_client(target),
+        names,
+        _payload(message),
+        _expire(expire),
+        **_fenced(target),
+    )
+
+
+def _fenced(target: RedisTarget) -> dict[str, Any]:
+    # Taken before the publication starts: see connection.fence.
+    taken = fence(target)
+    return {"replicas": taken.replicas, "timeout": taken.timeout, "holds": taken.holds}
 
 
 def _channel(facility: str, audience: Audience | str, identity: str | None) -> str:
@@ -298,8 +316,14 @@ class RedisPublisher:
         if not self._channels:
             logger.warning("RedisPublisher has no audience; the message reaches nobody")
             return 0
-        client = sync_client(parse_target(conf.WS4REDIS_CONNECTION))
-        return store.publish(client, self._channels, _payload(message), _expire(expire))
+        target = parse_target(conf.WS4REDIS_CONNECTION)
+        return store.publish(
+            sync_client(target),
+            self._channels,
+            _payload(message),
+            _expire(expire),
+            **_fenced(target),
+        )
 
     def pipeline_publish_message(self, message: Message, expire: int | None = None) -> int:
         """The original's pipelined :meth:`publish_message`: every channel in one round trip.
@@ -314,8 +338,14 @@ class RedisPublisher:
         if not self._channels:
             logger.warning("RedisPublisher has no audience; the message reaches nobody")
             return 0
-        client = async_client(parse_target(conf.WS4REDIS_CONNECTION))
-        return await store.apublish(client, self._channels, _payload(message), _expire(expire))
+        target = parse_target(conf.WS4REDIS_CONNECTION)
+        return await store.apublish(
+            async_client(target),
+            self._channels,
+            _payload(message),
+            _expire(expire),
+            **_fenced(target),
+        )
 
     def fetch_message(self, request: Any, facility: str, audience: str = "any") -> bytes | None:
         """Return the stored message for ``request`` on ``facility``.
