@@ -31,6 +31,12 @@ across the slots of a cluster: the app itself calls once per channel.
 
 A bare ``PUBLISH`` is live-only: nothing is stored, it has no position.
 
+With ``replicas`` > 0 the scripts are followed, in the same round trip and on
+the same connection, by ``WAIT replicas timeout``: a publication counts only
+once that many replicas have it, so a Sentinel failover (which promotes a
+replica) cannot discard a publication reported as done. Too few
+confirmations raise :class:`~ws4redis_channels.exceptions.NotReplicated`.
+
 Every function raises the app's :class:`~ws4redis_channels.exceptions.RedisError`
 subclasses, never redis-py's.
 """
@@ -39,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +53,7 @@ import redis
 import redis.asyncio
 
 from .connection import redis_errors
+from .exceptions import NotReplicated
 from .positions import Position
 
 __all__ = [
@@ -327,6 +334,57 @@ def _args(message: bytes, expire: int, message_id: str | None, history: History)
     return [message, max(expire, 0), message_id or "", history.size, history.ttl, history.command]
 
 
+def _confirmed(
+    results: list[Any], replicas: int, timeout: float, holds: Callable[[], bool] | None
+) -> int:
+    """Return the script's result, or raise if too few replicas confirmed it."""
+    result, acks = results
+    if isinstance(result, Exception):
+        raise result
+    if holds is not None and not holds():
+        raise NotReplicated(
+            "Sentinel moved the master while this publication ran: it may have reached "
+            "some sockets, and the old master may discard it"
+        )
+    # A demoted master (now a replica) answers WAIT with an error.
+    confirmed = acks if isinstance(acks, Exception) else int(acks)
+    if isinstance(confirmed, Exception) or confirmed < replicas:
+        raise NotReplicated(
+            f"{confirmed} of {replicas} replica(s) confirmed the publication within "
+            f"{timeout}s: it may have reached some sockets, and a failover may discard it"
+        )
+    return int(result)
+
+
+def _pipeline(
+    pipe: Any, sha: str, channels: Sequence[str], args: list[Any], replicas: int, timeout: float
+) -> None:
+    for channel in channels:
+        pipe.evalsha(sha, 1, channel, *args)
+    if replicas:
+        pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))
+
+
+def _outcome(
+    channels: Sequence[str],
+    results: list[Any],
+    replicas: int,
+    timeout: float,
+    holds: Callable[[], bool] | None,
+) -> Published:
+    replies = results[: len(channels)]
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    acks = results[len(channels)] if replicas else 0
+    _confirmed([0, acks], replicas, timeout, holds)
+    return _published(channels, replies)
+
+
+def _noscript(results: list[Any]) -> bool:
+    return any(isinstance(result, redis.exceptions.NoScriptError) for result in results)
+
+
 def _published(channels: Sequence[str], replies: Sequence[Any]) -> Published:
     positions = {
         channel: Position.parse(reply[1]) for channel, reply in zip(channels, replies, strict=True)
@@ -343,22 +401,35 @@ def publish(
     *,
     message_id: str | None = None,
     history: History | None = None,
+    replicas: int = 0,
+    timeout: float = 1.0,
+    holds: Callable[[], bool] | None = None,
 ) -> Published:
-    """Publish ``message`` on ``channels`` (one script per channel, one round trip)."""
+    """Publish ``message`` on ``channels`` (one script per channel, one round trip).
+
+    With ``replicas``, wait up to ``timeout`` seconds for that many replicas to
+    have it; with ``holds``, fail unless ``holds()`` is still true once Redis
+    answered (the master did not move meanwhile).
+    """
     if not channels:
         return Published(0, {}, False)
     settings_history, default_expire = configured()
     history = history or settings_history
     library = function_library(history, default_expire)
-    if _functions_loaded.get(client) != library and load_function(client, library):
-        _functions_loaded[client] = library
-    script = _script(client, PUBLISH_SCRIPT, _sync_scripts)
     args = _args(message, expire, message_id, history)
-    with redis_errors(), client.pipeline(transaction=False) as pipe:
-        for channel in channels:
-            script(keys=[channel], args=args, client=pipe)
-        replies = pipe.execute()
-    return _published(channels, replies)
+    with redis_errors():
+        if _functions_loaded.get(client) != library and load_function(client, library):
+            _functions_loaded[client] = library
+        script = _script(client, PUBLISH_SCRIPT, _sync_scripts)
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            _pipeline(pipe, script.sha, channels, args, replicas, timeout)
+            results = pipe.execute(raise_on_error=False)
+            if _noscript(results):
+                script.sha = client.script_load(PUBLISH_SCRIPT)
+                continue
+            break
+        return _outcome(channels, results, replicas, timeout, holds)
 
 
 async def apublish(
@@ -369,6 +440,9 @@ async def apublish(
     *,
     message_id: str | None = None,
     history: History | None = None,
+    replicas: int = 0,
+    timeout: float = 1.0,
+    holds: Callable[[], bool] | None = None,
 ) -> Published:
     """Asynchronous :func:`publish`."""
     if not channels:
@@ -376,16 +450,20 @@ async def apublish(
     settings_history, default_expire = configured()
     history = history or settings_history
     library = function_library(history, default_expire)
-    if _functions_loaded.get(client) != library and await aload_function(client, library):
-        _functions_loaded[client] = library
-    script = _script(client, PUBLISH_SCRIPT, _async_scripts)
     args = _args(message, expire, message_id, history)
     with redis_errors():
-        async with client.pipeline(transaction=False) as pipe:
-            for channel in channels:
-                await script(keys=[channel], args=args, client=pipe)
-            replies = await pipe.execute()
-    return _published(channels, replies)
+        if _functions_loaded.get(client) != library and await aload_function(client, library):
+            _functions_loaded[client] = library
+        script = _script(client, PUBLISH_SCRIPT, _async_scripts)
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            _pipeline(pipe, script.sha, channels, args, replicas, timeout)
+            results = await pipe.execute(raise_on_error=False)
+            if _noscript(results):
+                script.sha = await client.script_load(PUBLISH_SCRIPT)
+                continue
+            break
+        return _outcome(channels, results, replicas, timeout, holds)
 
 
 def _replay(reply: list[Any]) -> Replay:
