@@ -245,13 +245,7 @@ class Bridge:
         taken = fence(self.target)  # before the publication starts
         try:
             return await store.apublish(
-                async_client(self.target),
-                channels,
-                payload,
-                expire,
-                replicas=taken.replicas,
-                timeout=taken.timeout,
-                holds=taken.holds,
+                async_client(self.target), channels, payload, expire, fence=taken
             )
         except BaseException:
             for ch in marked:

@@ -44,7 +44,13 @@ import redis.retry
 import redis.sentinel
 from redis.backoff import NoBackoff
 
-from .exceptions import RedisCommandError, RedisTimeout, RedisUnavailable, WS4RedisError
+from .exceptions import (
+    NotReplicated,
+    RedisCommandError,
+    RedisTimeout,
+    RedisUnavailable,
+    WS4RedisError,
+)
 from .sentinel import Master, SentinelWatcher, discover_master, watcher
 
 __all__ = [
@@ -395,7 +401,12 @@ async def resolve_address(target: RedisTarget) -> tuple[str, int] | str:
 @dataclass(frozen=True)
 class Fence:
     """What a publication needs to count as published: replicas that confirm it, and a
-    master that did not move while it ran."""
+    master that did not move while it ran.
+
+    Taken before the publication starts; :meth:`add_to` appends ``WAIT`` to
+    the publication's pipeline (same round trip, same connection) and
+    :meth:`check` raises :class:`NotReplicated` unless both held.
+    """
 
     replicas: int
     timeout: float
@@ -406,9 +417,35 @@ class Fence:
         """True if Sentinel did not move the master since the fence was taken."""
         return self.watcher is None or self.watcher.generation == self.generation
 
+    def add_to(self, pipe: Any) -> None:
+        """Append ``WAIT`` to a pipeline that holds the publication, if replicas must confirm."""
+        if self.replicas:
+            pipe.execute_command("WAIT", self.replicas, max(int(self.timeout * 1000), 1))
 
-def fence(target: RedisTarget) -> Fence:
+    def check(self, replies: list[Any]) -> list[Any]:
+        """Return the publication's replies without ``WAIT``'s; raise if the fence broke."""
+        if self.replicas:
+            replies, acks = replies[:-1], replies[-1]
+            # A demoted master (now a replica) answers WAIT with an error.
+            confirmed = acks if isinstance(acks, Exception) else int(acks)
+            if isinstance(confirmed, Exception) or confirmed < self.replicas:
+                raise NotReplicated(
+                    f"{confirmed} of {self.replicas} replica(s) confirmed the publication "
+                    f"within {self.timeout}s: it may have reached some sockets, and a "
+                    "failover may discard it"
+                )
+        if not self.holds():
+            raise NotReplicated(
+                "Sentinel moved the master while this publication ran: it may have reached "
+                "some sockets, and the old master may discard it"
+            )
+        return replies
+
+
+def fence(target: RedisTarget) -> Fence | None:
     """Return the fence of a publication to ``target``, to take before it starts.
+
+    None when there is nothing to check (no Sentinel, no replicas to wait for).
 
     With Sentinel, the replicas to wait for are capped by the healthy replicas
     Sentinel sees: after a failover the new master has none until the old one
@@ -416,7 +453,7 @@ def fence(target: RedisTarget) -> Fence:
     could discard them).
     """
     if not target.sentinels:
-        return Fence(target.replicas, target.wait_timeout)
+        return Fence(target.replicas, target.wait_timeout) if target.replicas else None
     found = _watcher(target)
     generation = found.generation
     master = found.master

@@ -153,8 +153,7 @@ async def apublish(
 
 def _fenced(target: RedisTarget) -> dict[str, Any]:
     # Taken before the publication starts: see connection.fence.
-    taken = fence(target)
-    return {"replicas": taken.replicas, "timeout": taken.timeout, "holds": taken.holds}
+    return {"fence": fence(target)}
 
 
 def _channel(facility: str, audience: Audience | str, identity: str | None) -> str:
