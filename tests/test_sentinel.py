@@ -15,8 +15,9 @@ from testproject.redis_server import RedisServer
 from tests.conftest import TIMEOUT, Spy
 from tests.sentinels import SERVICE, SentinelGroup
 from ws4redis_channels import store
-from ws4redis_channels.connection import Fence, async_client, fence, parse_target, sync_client
+from ws4redis_channels.connection import async_client, parse_target, sync_client
 from ws4redis_channels.exceptions import NotReplicated, RedisUnavailable
+from ws4redis_channels.fence import Fence, fence
 from ws4redis_channels.sentinel import Master, discover_master, stop_watchers, watcher
 from ws4redis_channels.subscriber import Subscriber
 

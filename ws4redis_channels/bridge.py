@@ -29,9 +29,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from . import store
-from .connection import RedisTarget, async_client, fence
+from .connection import RedisTarget, async_client
 from .echoes import Echoes
 from .exceptions import RedisError, RedisUnavailable
+from .fence import fence
 from .frames import Batch, Outbound, make_message
 from .outage import Outage
 from .replay import Joiner

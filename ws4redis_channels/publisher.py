@@ -29,8 +29,9 @@ from typing import Any
 
 from . import store
 from .conf import conf
-from .connection import RedisTarget, async_client, fence, parse_target, sync_client
+from .connection import RedisTarget, async_client, parse_target, sync_client
 from .exceptions import IdentityRequired
+from .fence import fence
 from .names import Audience, Target, channel_for, channels_for
 
 __all__ = [

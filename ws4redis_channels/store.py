@@ -30,7 +30,8 @@ from collections.abc import Sequence
 import redis
 import redis.asyncio
 
-from .connection import Fence, redis_errors
+from .connection import redis_errors
+from .fence import Fence
 
 __all__ = [
     "FUNCTION_LIBRARY",
