@@ -111,14 +111,19 @@ def test_deprecated_audience_forms_of_the_original_still_work():
 
 async def test_groups_self_reach_the_members_sockets(daphne, redis_client):
     mary = get_user_model().objects.get_or_create(username="mary")[0]
-    group = Group.objects.get_or_create(name="chatters")[0]
+    group = Group.objects.get_or_create(name="compat-readers")[0]
     mary.groups.add(group)
-    ws = await connect(daphne, "/ws/foobar?subscribe-group", session=session_cookie("mary"))
-    other = await connect(daphne, "/ws/foobar?subscribe-group", session=session_cookie("john"))
-    request = RequestFactory().get("/")
-    request.user = mary
-    RedisPublisher(facility="foobar", groups=[SELF], request=request).publish_message("hi group")
-    assert await recv(ws) == "hi group"
-    assert await nothing_arrives(other)
-    await ws.close()
-    await other.close()
+    try:
+        ws = await connect(daphne, "/ws/foobar?subscribe-group", session=session_cookie("mary"))
+        other = await connect(daphne, "/ws/foobar?subscribe-group", session=session_cookie("john"))
+        request = RequestFactory().get("/")
+        request.user = mary
+        publisher = RedisPublisher(facility="foobar", groups=[SELF], request=request)
+        assert publisher.channels == ["_group_:compat-readers:foobar"]
+        publisher.publish_message("hi group")
+        assert await recv(ws) == "hi group"
+        assert await nothing_arrives(other)
+        await ws.close()
+        await other.close()
+    finally:
+        group.delete()

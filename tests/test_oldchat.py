@@ -45,6 +45,7 @@ def oldchat(redis_server) -> Iterator[Daphne]:
     server = Daphne(OLDCHAT, app="tests.oldchat.asgi:application").start()
     yield server
     server.stop()
+    chatters.delete()  # the other tests' users keep their own groups
 
 
 class Browser:

@@ -5,7 +5,9 @@ What can be learnt about the server behind an ASGI ``send``, and used when it is
 ASGI hides the connection, but two things matter for a push server and
 daphne offers them: how many bytes wait unsent for a socket (ASGI passes no
 back-pressure, so a client that stops reading would grow the server's memory
-without bound) and whether a protocol error is answered with a close frame.
+without bound) and whether a protocol error is answered with a close frame;
+and one thing daphne does too early: it answers a client's close frame before
+the frames received just before it are handled (:class:`CloseGate`).
 Everything here is optional: under another server the functions return None
 or do nothing, and the app still works.
 """
@@ -19,8 +21,10 @@ from typing import Any
 __all__ = [
     "CloseGate",
     "DirectWriter",
+    "bound_fragmented_messages",
     "daphne_protocol",
     "on_server_shutdown",
+    "pause_reading",
     "prefer_close_frames",
     "queued_bytes",
     "raw_send",
@@ -130,6 +134,55 @@ def prefer_close_frames(protocol: Any) -> None:
     frame carrying the code (1007, 1009) instead of dropping the TCP connection."""
     if protocol is not None and hasattr(protocol, "failByDrop"):
         protocol.failByDrop = False
+
+
+def bound_fragmented_messages(protocol: Any) -> bool:
+    """Keep a fragmented message being received in one buffer instead of one object per frame.
+
+    autobahn keeps every fragment of an unfinished message as a bytes object
+    of its own (about 40 bytes each), so a client sending 1-byte continuation
+    frames of a message it never finishes costs ~5 MiB of memory per MB sent,
+    up to ~40 MiB per socket under daphne's 1 MiB message limit. Joined into
+    one ``bytearray`` as they arrive, fragments cost what their payload is, at
+    most ``--websocket-max-message-size`` per socket. Returns False when the
+    protocol is not the autobahn one this was written for.
+    """
+    if protocol is None or not callable(getattr(protocol, "onMessageFrame", None)):
+        return False
+    if not hasattr(protocol, "failedByMe"):
+        return False
+
+    def on_message_frame(payload: list[bytes]) -> None:
+        if protocol.failedByMe:
+            return
+        data = getattr(protocol, "message_data", None)
+        if data is None:  # pragma: no cover - autobahn sets it at the message's start
+            return
+        if not data:
+            data.append(bytearray())
+        buffer = data[-1]
+        for chunk in payload:
+            buffer += chunk
+
+    protocol.onMessageFrame = on_message_frame
+    return True
+
+
+def pause_reading(protocol: Any) -> Callable[[], None] | None:
+    """Stop reading from the client of a daphne protocol; return the function that resumes.
+
+    ASGI cannot tell a server to stop reading, and daphne queues every frame
+    for the application without bound; a socket whose frames must wait is
+    paused at the TCP level instead, so the client's own buffers fill up.
+    Returns None (nothing paused) when there is no Twisted transport.
+    """
+    transport = getattr(protocol, "transport", None)
+    pause = getattr(transport, "pauseProducing", None)
+    resume = getattr(transport, "resumeProducing", None)
+    if not callable(pause) or not callable(resume):
+        return None
+    pause()
+    return resume  # type: ignore[no-any-return]
 
 
 def release_handshake_data(protocol: Any) -> None:

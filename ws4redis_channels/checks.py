@@ -32,10 +32,16 @@ SETTING_IDS = {
     "WS4REDIS_CHANNEL_LAYER": "E016",
     "WS4REDIS_ALLOWED_ORIGINS": "E017",
     "WS4REDIS_DIRECT_WRITES": "E018",
-    # E019-E029 were kept for settings of the same release (ids are never reused).
+    "WS4REDIS_PUBLISH_BYTES_RATE": "E019",
+    "WS4REDIS_PUBLISH_BYTES_BURST": "E020",
+    "WS4REDIS_MAX_STORED_CHANNELS": "E021",
+    # E023-E029 were kept for settings of the same release (ids are never reused).
     "WS4REDIS_SUBPROTOCOLS": "E030",
     "WEBSOCKET_HOST": "E031",
 }
+
+# Checks of several settings together.
+BYTES_BURST_BELOW_MESSAGE_SIZE = "ws4redis_channels.E022"
 
 
 @checks.register()
@@ -49,6 +55,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 parse_target(value)
         except (ImproperlyConfigured, ValueError, TypeError) as exc:
             messages.append(checks.Error(str(exc), id=f"ws4redis_channels.{number}"))
+    try:
+        burst, size = conf.WS4REDIS_PUBLISH_BYTES_BURST, conf.WS4REDIS_MAX_MESSAGE_SIZE
+        limited = conf.WS4REDIS_PUBLISH_BYTES_RATE > 0
+    except ImproperlyConfigured:
+        limited = False
+    if limited and burst < size:
+        messages.append(
+            checks.Error(
+                f"WS4REDIS_PUBLISH_BYTES_BURST ({burst}) is smaller than "
+                f"WS4REDIS_MAX_MESSAGE_SIZE ({size}): frames between the two sizes could "
+                "never be published",
+                hint="Make WS4REDIS_PUBLISH_BYTES_BURST at least WS4REDIS_MAX_MESSAGE_SIZE.",
+                id=BYTES_BURST_BELOW_MESSAGE_SIZE,
+            )
+        )
     try:
         permissive = conf.WS4REDIS_PUBLISH_POLICY == "permissive"
     except ImproperlyConfigured:

@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_MAX_MESSAGE_SIZE": 64 * 1024,
     "WS4REDIS_PUBLISH_RATE": 20.0,
     "WS4REDIS_PUBLISH_BURST": 40,
+    "WS4REDIS_PUBLISH_BYTES_RATE": 256 * 1024,
+    "WS4REDIS_PUBLISH_BYTES_BURST": 1024 * 1024,
+    "WS4REDIS_MAX_STORED_CHANNELS": 100,
     "WS4REDIS_MAX_BUFFER_SIZE": 1024 * 1024,
     "WS4REDIS_OUTAGE_TIMEOUT": 30.0,
     "WS4REDIS_CONNECT_TIMEOUT": 5.0,
@@ -184,6 +187,18 @@ class Settings:
     @property
     def WS4REDIS_PUBLISH_BURST(self) -> int:
         return int(_number("WS4REDIS_PUBLISH_BURST", integer=True, positive=True))
+
+    @property
+    def WS4REDIS_PUBLISH_BYTES_RATE(self) -> float:
+        return float(_number("WS4REDIS_PUBLISH_BYTES_RATE"))
+
+    @property
+    def WS4REDIS_PUBLISH_BYTES_BURST(self) -> int:
+        return int(_number("WS4REDIS_PUBLISH_BYTES_BURST", integer=True, positive=True))
+
+    @property
+    def WS4REDIS_MAX_STORED_CHANNELS(self) -> int:
+        return int(_number("WS4REDIS_MAX_STORED_CHANNELS", integer=True))
 
     @property
     def WS4REDIS_MAX_BUFFER_SIZE(self) -> int:
