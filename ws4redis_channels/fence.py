@@ -29,7 +29,7 @@ class Fence:
 
     Taken before the publication starts; :meth:`add_to` appends ``WAIT`` to
     the publication's pipeline (same round trip, same connection) and
-    :meth:`check` raises :class:`NotReplicated` unless both held.
+    :meth:`check` raises ``NotReplicated`` unless both held.
     """
 
     replicas: int
