@@ -34,9 +34,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import store
-from .connection import RedisTarget, async_client, fence
+from .connection import RedisTarget, async_client
 from .echoes import Echoes
 from .exceptions import RedisError, RedisUnavailable
+from .fence import fence
 from .frames import Batch, Outbound, make_message
 from .outage import Outage
 from .positions import Position, message_frame, position_channel
@@ -292,13 +293,7 @@ class Bridge:
         taken = fence(self.target)  # before the publication starts
         try:
             return await store.apublish(
-                async_client(self.target),
-                channels,
-                payload,
-                expire,
-                replicas=taken.replicas,
-                timeout=taken.timeout,
-                holds=taken.holds,
+                async_client(self.target), channels, payload, expire, fence=taken
             )
         except BaseException:
             for ch in marked:

@@ -29,8 +29,9 @@ from typing import Any
 
 from . import store
 from .conf import conf
-from .connection import RedisTarget, async_client, fence, parse_target, sync_client
+from .connection import RedisTarget, async_client, parse_target, sync_client
 from .exceptions import IdentityRequired
+from .fence import fence
 from .names import Audience, Target, channel_for, channels_for
 
 __all__ = [
@@ -161,8 +162,7 @@ async def apublish(
 
 def _fenced(target: RedisTarget) -> dict[str, Any]:
     # Taken before the publication starts: see connection.fence.
-    taken = fence(target)
-    return {"replicas": taken.replicas, "timeout": taken.timeout, "holds": taken.holds}
+    return {"fence": fence(target)}
 
 
 def _channel(facility: str, audience: Audience | str, identity: str | None) -> str:

@@ -31,11 +31,10 @@ across the slots of a cluster: the app itself calls once per channel.
 
 A bare ``PUBLISH`` is live-only: nothing is stored, it has no position.
 
-With ``replicas`` > 0 the scripts are followed, in the same round trip and on
-the same connection, by ``WAIT replicas timeout``: a publication counts only
-once that many replicas have it, so a Sentinel failover (which promotes a
-replica) cannot discard a publication reported as done. Too few
-confirmations raise :class:`~ws4redis_channels.exceptions.NotReplicated`.
+With a :class:`~ws4redis_channels.fence.Fence` the scripts are followed, in
+the same round trip and on the same connection, by ``WAIT``: a publication
+counts only once a replica has it, so a Sentinel failover (which promotes a
+replica) cannot discard a publication reported as done.
 
 Every function raises the app's :class:`~ws4redis_channels.exceptions.RedisError`
 subclasses, never redis-py's.
@@ -45,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +52,7 @@ import redis
 import redis.asyncio
 
 from .connection import redis_errors
-from .exceptions import NotReplicated
+from .fence import Fence
 from .positions import Position
 
 __all__ = [
@@ -334,50 +333,22 @@ def _args(message: bytes, expire: int, message_id: str | None, history: History)
     return [message, max(expire, 0), message_id or "", history.size, history.ttl, history.command]
 
 
-def _confirmed(
-    results: list[Any], replicas: int, timeout: float, holds: Callable[[], bool] | None
-) -> int:
-    """Return the script's result, or raise if too few replicas confirmed it."""
-    result, acks = results
-    if isinstance(result, Exception):
-        raise result
-    if holds is not None and not holds():
-        raise NotReplicated(
-            "Sentinel moved the master while this publication ran: it may have reached "
-            "some sockets, and the old master may discard it"
-        )
-    # A demoted master (now a replica) answers WAIT with an error.
-    confirmed = acks if isinstance(acks, Exception) else int(acks)
-    if isinstance(confirmed, Exception) or confirmed < replicas:
-        raise NotReplicated(
-            f"{confirmed} of {replicas} replica(s) confirmed the publication within "
-            f"{timeout}s: it may have reached some sockets, and a failover may discard it"
-        )
-    return int(result)
-
-
 def _pipeline(
-    pipe: Any, sha: str, channels: Sequence[str], args: list[Any], replicas: int, timeout: float
+    pipe: Any, sha: str, channels: Sequence[str], args: list[Any], fence: Fence | None
 ) -> None:
     for channel in channels:
         pipe.evalsha(sha, 1, channel, *args)
-    if replicas:
-        pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))
+    if fence is not None:
+        fence.add_to(pipe)
 
 
-def _outcome(
-    channels: Sequence[str],
-    results: list[Any],
-    replicas: int,
-    timeout: float,
-    holds: Callable[[], bool] | None,
-) -> Published:
+def _outcome(channels: Sequence[str], results: list[Any], fence: Fence | None) -> Published:
+    if fence is not None:
+        results = fence.check(results)
     replies = results[: len(channels)]
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    acks = results[len(channels)] if replicas else 0
-    _confirmed([0, acks], replicas, timeout, holds)
     return _published(channels, replies)
 
 
@@ -401,15 +372,12 @@ def publish(
     *,
     message_id: str | None = None,
     history: History | None = None,
-    replicas: int = 0,
-    timeout: float = 1.0,
-    holds: Callable[[], bool] | None = None,
+    fence: Fence | None = None,
 ) -> Published:
     """Publish ``message`` on ``channels`` (one script per channel, one round trip).
 
-    With ``replicas``, wait up to ``timeout`` seconds for that many replicas to
-    have it; with ``holds``, fail unless ``holds()`` is still true once Redis
-    answered (the master did not move meanwhile).
+    With a ``fence``, replicas confirm it in the same round trip, or
+    :class:`~ws4redis_channels.exceptions.NotReplicated` is raised.
     """
     if not channels:
         return Published(0, {}, False)
@@ -423,13 +391,13 @@ def publish(
         script = _script(client, PUBLISH_SCRIPT, _sync_scripts)
         for _ in range(2):
             pipe = client.pipeline(transaction=False)
-            _pipeline(pipe, script.sha, channels, args, replicas, timeout)
+            _pipeline(pipe, script.sha, channels, args, fence)
             results = pipe.execute(raise_on_error=False)
             if _noscript(results):
                 script.sha = client.script_load(PUBLISH_SCRIPT)
                 continue
             break
-        return _outcome(channels, results, replicas, timeout, holds)
+        return _outcome(channels, results, fence)
 
 
 async def apublish(
@@ -440,9 +408,7 @@ async def apublish(
     *,
     message_id: str | None = None,
     history: History | None = None,
-    replicas: int = 0,
-    timeout: float = 1.0,
-    holds: Callable[[], bool] | None = None,
+    fence: Fence | None = None,
 ) -> Published:
     """Asynchronous :func:`publish`."""
     if not channels:
@@ -457,13 +423,13 @@ async def apublish(
         script = _script(client, PUBLISH_SCRIPT, _async_scripts)
         for _ in range(2):
             pipe = client.pipeline(transaction=False)
-            _pipeline(pipe, script.sha, channels, args, replicas, timeout)
+            _pipeline(pipe, script.sha, channels, args, fence)
             results = await pipe.execute(raise_on_error=False)
             if _noscript(results):
                 script.sha = await client.script_load(PUBLISH_SCRIPT)
                 continue
             break
-        return _outcome(channels, results, replicas, timeout, holds)
+        return _outcome(channels, results, fence)
 
 
 def _replay(reply: list[Any]) -> Replay:
