@@ -67,8 +67,8 @@ def _subprotocol(scope: dict[str, Any]) -> str | None:
     if offered and chosen is None:
         logger.warning(
             "Websocket %s offered subprotocols %s, none in WS4REDIS_SUBPROTOCOLS",
-            scope.get("path", ""),
-            ", ".join(repr(name) for name in offered[:5]),
+            describe_socket(scope),
+            ", ".join(escaped(name, 60) for name in offered[:5]),
         )
     return chosen
 
