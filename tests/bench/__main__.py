@@ -25,7 +25,7 @@ from . import servers
 from .handshakes import HANDSHAKE_SCENARIOS
 from .measure import raise_open_files
 from .profile import Profiler
-from .report import headline, headline_text, notes, table, write_json
+from .report import headline, headline_text, notes, table, targets, targets_text, write_json
 from .scenarios import FULL, QUICK, Bench
 from .scenarios import SCENARIOS as _DELIVERY
 from .servers import SERVERS
@@ -235,6 +235,10 @@ def run(args: argparse.Namespace) -> int:
     print(table(results))
     print()
     print(headline_text(ratios))
+    checked = targets(results)
+    if targets_text(checked):
+        print()
+        print(targets_text(checked))
     remarks = "\n".join([*(f"{n}: skipped, {why}" for n, why in skipped.items()), notes(results)])
     if remarks.strip():
         print()
@@ -261,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
         "daphne_backlog": args.daphne_backlog,
         "servers": {name: SERVERS[name].description for name in args.servers},
         "headline": ratios,
+        "targets": checked,
         "results": results,
     }
     path = args.json or RESULTS / f"{stamp}.json"
