@@ -101,6 +101,12 @@ def _merge(replies: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _cpu_ms(cpu: dict[str, float], seconds: float, sockets: int) -> float:
+    """Server CPU milliseconds per socket over a window: a cost that the load barely moves."""
+    busy = sum(pct for role, pct in cpu.items() if role not in ("redis", "client", "others"))
+    return busy / 100 * seconds * 1000 / max(1, sockets)
+
+
 async def _until_probed(
     bench: Bench,
     workers: Workers,
@@ -162,6 +168,7 @@ async def _connect(bench: Bench, path: str, cookies: list[str] | None, count: in
             "concurrency": sizes.concurrency,
             "client_processes": sizes.clients,
             "connects_per_s": opened["opened"] / opened["seconds"],
+            "server_cpu_ms_per_handshake": _cpu_ms(cpu, opened["seconds"], opened["opened"]),
             "handshake": opened["handshake"],
             "listen_overflows": overflows,
             "all_receiving_after_s": opened["seconds"] + (time.monotonic_ns() - began) / 1e9,
@@ -229,6 +236,7 @@ async def storm(bench: Bench) -> dict[str, Any]:
                 timeout=sizes.ready_timeout,
             )
             cpu = window.close()
+            wall = (time.monotonic_ns() - go) / 1e9
             bench.profile_stop()
             overflows = listen_overflows() - overflows
         finally:
@@ -243,6 +251,7 @@ async def storm(bench: Bench) -> dict[str, Any]:
             "all_open_s": (opened["ended_ns"] - go) / 1e9,
             "all_subscribed_s": (probed["last_probed_ns"] - go) / 1e9,
             "connects_per_s": opened["opened"] / max(1e-9, (opened["ended_ns"] - go) / 1e9),
+            "server_cpu_ms_per_socket": _cpu_ms(cpu, wall, opened["opened"]),
             "handshake": opened["handshake"],
             "listen_overflows": overflows,
             "not_dropped": opened["not_dropped"],
