@@ -86,6 +86,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="client processes for the handshake scenarios (default 2)",
     )
+    parser.add_argument(
+        "--storm-jitter",
+        type=float,
+        help="storm: each socket's first reconnect waits a random 0..N ms (default 0: at once)",
+    )
     parser.add_argument("--json", type=Path, help="where to write the JSON (default: results/)")
     args = parser.parse_args(argv)
     args.servers = _choose(parser, args.servers, SERVERS, "server")
@@ -189,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
         sizes = dataclasses.replace(sizes, payload=args.payload)
     if args.wait_idle is not None:
         sizes = dataclasses.replace(sizes, wait_idle=args.wait_idle)
+    if args.storm_jitter is not None:
+        sizes = dataclasses.replace(sizes, storm_jitter_ms=args.storm_jitter)
     if args.clients:
         sizes = dataclasses.replace(sizes, clients=args.clients)
     open_files = raise_open_files(32768)

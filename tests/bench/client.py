@@ -78,6 +78,11 @@ class Meter:
         return self.done
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class Socket(asyncio.Protocol):
     """One client websocket; cheap enough to run thousands in one process."""
 
@@ -86,6 +91,8 @@ class Socket(asyncio.Protocol):
         self.meter = meter
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A handshake the client gave up on may still fail later: nobody awaits that.
+        self.opened.add_done_callback(_retrieve)
         self.handshaking = True
         self.buffer = b""
         self.payloads: list[bytes] = []

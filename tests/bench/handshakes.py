@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -98,6 +99,8 @@ def _merge(replies: list[dict[str, Any]]) -> dict[str, Any]:
         "handshake": _latency_ms(handshakes),
         "failed_handshakes": failures,
         "not_dropped": sum(r.get("not_dropped", 0) for r in replies),
+        "retried": sum(r.get("retried", 0) for r in replies),
+        "max_attempt": max(r.get("max_attempt", 0) for r in replies),
     }
 
 
@@ -194,6 +197,10 @@ async def connect_user(bench: Bench) -> dict[str, Any]:
     return await _connect(bench, bench.server.spec.user_path, _cookies(bench, count), count)
 
 
+def _progress(text: str) -> None:
+    print(f"  {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
 async def storm(bench: Bench) -> dict[str, Any]:
     sizes = bench.sizes
     count = sizes.storm_sockets
@@ -205,10 +212,15 @@ async def storm(bench: Bench) -> dict[str, Any]:
         bench.client_pids = tuple(workers.pids())
         try:
             first = await _open(workers, PATH, count, sizes.concurrency, sizes.open_timeout, None)
+            _progress(f"storm: {first['opened']} sockets open")
             await _until_probed(bench, workers, session.publisher, timeout=sizes.ready_timeout)
             await workers.all({"op": "reset"}, 30)
             others = await bench.wait_idle()
+            _progress("storm: restarting the server")
             stop_s, start_s = await asyncio.to_thread(bench.server.restart)
+            _progress(
+                f"storm: old server gone after {stop_s:.1f}s, new one listens after {start_s:.1f}s"
+            )
             # The publisher of an HTTP server lost its connection with it.
             session.publisher.close()
             from .scenarios import connect_publisher
@@ -219,7 +231,14 @@ async def storm(bench: Bench) -> dict[str, Any]:
             overflows = listen_overflows()
             bench.profile_start("storm")
             reopen = asyncio.ensure_future(
-                workers.all({"op": "reopen", "timeout": sizes.open_timeout}, sizes.budget)
+                workers.all(
+                    {
+                        "op": "reopen",
+                        "timeout": sizes.storm_timeout,
+                        "jitter_ms": sizes.storm_jitter_ms,
+                    },
+                    sizes.budget,
+                )
             )
             probe = 0
             while not reopen.done():
@@ -227,6 +246,9 @@ async def storm(bench: Bench) -> dict[str, Any]:
                 probe += 1
                 await asyncio.wait({reopen}, timeout=PROBE_EVERY)
             opened = _merge(reopen.result())
+            _progress(
+                f"storm: {opened['opened']} reopened after {(opened['ended_ns'] - go) / 1e9:.1f}s"
+            )
             probed = await _until_probed(
                 bench,
                 workers,
@@ -255,6 +277,9 @@ async def storm(bench: Bench) -> dict[str, Any]:
             "handshake": opened["handshake"],
             "listen_overflows": overflows,
             "not_dropped": opened["not_dropped"],
+            "retried": opened["retried"],
+            "max_attempt": opened["max_attempt"],
+            "jitter_ms": sizes.storm_jitter_ms,
             "cpu_percent": cpu,
             "others_cpu_before": others,
             "failed_handshakes": opened["failed_handshakes"],

@@ -106,10 +106,15 @@ class Running:
         """Processes that are no longer running, with their exit codes."""
         return {role: p.returncode for role, p in self.processes.items() if p.poll() is not None}
 
-    def log_tail(self, lines: int = 15) -> dict[str, str]:
+    def log_tail(self, lines: int = 40) -> dict[str, str]:
         out = {}
         for role, path in self.logs.items():
-            text = path.read_text(errors="replace").splitlines()
+            # Without daphne's access log lines ("WSCONNECT /ws/..."): they say nothing.
+            text = [
+                line
+                for line in path.read_text(errors="replace").splitlines()
+                if '"WS' not in line and '"GET ' not in line
+            ]
             out[role] = "\n".join(text[-lines:])
         return out
 

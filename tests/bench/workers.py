@@ -18,7 +18,9 @@ frames; ``close`` closes everything and exits.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import random
 import sys
 import time
 from typing import Any
@@ -156,7 +158,12 @@ class _Worker:
         self.meter.last_ns = 0
 
     async def reopen(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        """Wait until every socket was dropped, then reconnect them all at once."""
+        """Wait until every socket was dropped, then reconnect them all, as browsers would.
+
+        Attempt 0 starts at once (``jitter_ms``: after a random delay up to that);
+        a failed attempt ``n`` is retried after a random delay in
+        ``[0, min(30 s, 1 s * 2**n)]``, the backoff of the shipped JavaScript client.
+        """
         deadline = time.monotonic() + cmd["timeout"]
         while any(not s.gone for s in self.sockets) and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
@@ -166,9 +173,49 @@ class _Worker:
         self.sockets = []
         self.meter.closes.clear()
         self.meter.dropped = 0
-        reply = await self._open(count, count, cmd["timeout"])
-        reply["not_dropped"] = still
-        return reply
+        began = time.monotonic_ns()
+        jitter = cmd.get("jitter_ms", 0) / 1000
+        times: list[float] = []
+        attempts: list[int] = []
+        failures: collections.Counter[str] = collections.Counter()
+
+        async def one(index: int) -> None:
+            if jitter:
+                await asyncio.sleep(random.random() * jitter)
+            attempt = 0
+            started = time.perf_counter()
+            while time.monotonic() < deadline:
+                opened = await open_sockets(
+                    self.host,
+                    self.port,
+                    self.path,
+                    1,
+                    self.meter,
+                    concurrency=1,
+                    timeout=max(0.1, deadline - time.monotonic()),
+                    cookies=[self.cookies[index]] if self.cookies else None,
+                )
+                if opened.sockets:
+                    self.sockets.extend(opened.sockets)
+                    times.append(opened.handshake_ms[0])
+                    attempts.append(attempt)
+                    return
+                failures.update(opened.failures)
+                await asyncio.sleep(random.random() * min(30.0, 2.0**attempt))
+                attempt += 1
+            del started
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return {
+            "opened": len(self.sockets),
+            "began_ns": began,
+            "ended_ns": time.monotonic_ns(),
+            "handshake_ms": times,
+            "failures": dict(failures),
+            "retried": sum(1 for a in attempts if a),
+            "max_attempt": max(attempts, default=0),
+            "not_dropped": still,
+        }
 
     def tally(self) -> dict[str, Any]:
         latencies: list[int] = []
