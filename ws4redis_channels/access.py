@@ -107,6 +107,21 @@ def _session_exists(session: Any, key: str) -> bool:
     return bool(session.exists(key))
 
 
+def _loaded_key(session: Any) -> str | None | bool:
+    """The key of a database session that is already loaded; False if that is not known.
+
+    Loading a database session (``db``, ``cached_db``: the user middleware
+    does, to find the user) sets its key to None when no live row has it, so
+    the key of a loaded one names a saved session: no second query needed.
+    """
+    from django.contrib.sessions.backends.db import SessionStore
+
+    if isinstance(session, SessionStore) and hasattr(session, "_session_cache"):
+        key = session.session_key
+        return key if isinstance(key, str) and key else None
+    return False
+
+
 async def resolve_identity(
     scope: Mapping[str, Any], *, session: bool = False, groups: bool = False
 ) -> Identity:
@@ -123,7 +138,10 @@ async def resolve_identity(
                 validate_identity(Audience.SESSION, key)
             except InvalidName:
                 key = None
-            if key and await database_sync_to_async(_session_exists)(store, key):
+            loaded = _loaded_key(store) if key else None
+            if loaded is not False:
+                session_key = loaded
+            elif key and await database_sync_to_async(_session_exists)(store, key):
                 session_key = key
     group_names: tuple[str, ...] = ()
     if groups and user is not None:

@@ -93,7 +93,7 @@ async def _drive(port: int, path: str, sockets: int, pid: int, out: str) -> None
 
 async def _wait_file(path: str) -> None:
     for _ in range(600):
-        if os.path.exists(path):
+        if await asyncio.to_thread(os.path.exists, path):
             await asyncio.sleep(0.5)
             return
         await asyncio.sleep(0.1)
