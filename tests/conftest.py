@@ -93,7 +93,7 @@ def daphne_factory(redis_server: RedisServer) -> Iterator[Any]:
 async def _close_bridge() -> AsyncIterator[None]:
     """Close the bridge of the test's event loop, if the test created one."""
     yield
-    from ws4redis_channels.process import shutdown
+    from ws4redis_channels.runtime import shutdown
 
     await shutdown()
 
@@ -149,7 +149,7 @@ async def connect(
     **kwargs: Any,
 ) -> Any:
     """Open a websocket to ``server`` (with the server's own Origin unless told otherwise)."""
-    headers = {}
+    headers = dict(kwargs.pop("additional_headers", None) or {})
     if session is not None:
         headers["Cookie"] = f"sessionid={session}"
     return await asyncio.wait_for(
