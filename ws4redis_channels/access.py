@@ -113,7 +113,7 @@ def _session_exists(session: Any, key: str) -> bool:
     return bool(session.exists(key))
 
 
-def _loaded_key(session: Any) -> str | None | bool:
+def _loaded_key(session: Any) -> str | bool | None:
     """The key of a database session that is already loaded; False if that is not known.
 
     Loading a database session (``db``, ``cached_db``: the user middleware
