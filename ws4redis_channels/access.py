@@ -113,8 +113,8 @@ def _session_exists(session: Any, key: str) -> bool:
     return bool(session.exists(key))
 
 
-def _loaded_key(session: Any) -> str | bool | None:
-    """The key of a database session that is already loaded; False if that is not known.
+def _loaded_key(session: Any) -> tuple[bool, str | None]:
+    """``(True, key)`` for a database session that is already loaded, else ``(False, None)``.
 
     Loading a database session (``db``, ``cached_db``: the user middleware
     does, to find the user) sets its key to None when no live row has it, so
@@ -124,8 +124,8 @@ def _loaded_key(session: Any) -> str | bool | None:
 
     if isinstance(session, SessionStore) and hasattr(session, "_session_cache"):
         key = session.session_key
-        return key if isinstance(key, str) and key else None
-    return False
+        return True, key if isinstance(key, str) and key else None
+    return False, None
 
 
 async def resolve_identity(
@@ -144,8 +144,8 @@ async def resolve_identity(
                 validate_identity(Audience.SESSION, key)
             except InvalidName:
                 key = None
-            loaded = _loaded_key(store) if key else None
-            if loaded is not False:
+            known, loaded = _loaded_key(store) if key else (True, None)
+            if known:
                 session_key = loaded
             elif key and await database_sync_to_async(_session_exists)(store, key):
                 session_key = key
