@@ -37,3 +37,25 @@ async def test_a_socket_without_cookies_is_anonymous(daphne, redis_client):
     redis_client.publish("_broadcast_:news", "public")
     assert await recv(anon) == "public"
     await anon.close()
+
+
+def test_the_request_view_builds_get_cookies_and_meta_on_first_use():
+    from ws4redis_channels.access import WebsocketRequest
+
+    scope = {
+        "path": "/ws/news",
+        "query_string": b"subscribe-broadcast&x=1",
+        "headers": [(b"cookie", b"sessionid=abc; theme=dark"), (b"x-forwarded-for", b"1.2.3.4")],
+        "client": ["127.0.0.1", 5000],
+    }
+    request = WebsocketRequest(scope, "news")
+    assert "GET" not in vars(request) and "META" not in vars(request)
+    assert request.GET["x"] == "1" and "subscribe-broadcast" in request.GET
+    assert request.META["HTTP_X_FORWARDED_FOR"] == "1.2.3.4"
+    assert request.META["REMOTE_ADDR"] == "127.0.0.1"
+    assert request.META["QUERY_STRING"] == "subscribe-broadcast=&x=1"
+    # Without scope["cookies"] (no middleware), the Cookie header is parsed.
+    assert request.COOKIES == {"sessionid": "abc", "theme": "dark"}
+    with_cookies = WebsocketRequest({**scope, "cookies": {"sessionid": "zzz"}}, "news")
+    assert with_cookies.COOKIES == {"sessionid": "zzz"}
+    assert with_cookies.path == with_cookies.path_info == "/ws/news"

@@ -19,6 +19,7 @@ import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import unquote
@@ -178,20 +179,32 @@ class WebsocketRequest:
         self.path = self.path_info = scope.get("path", "")
         self.user = scope.get("user")
         self.session = scope.get("session")
-        query = scope.get("query_string", b"")
-        self.GET = QueryDict(query.decode("latin-1") if isinstance(query, bytes) else query)
-        self.COOKIES: dict[str, str] = dict(scope.get("cookies") or {})
+
+    # Built on first use: the default policy reads none of them, and every
+    # handshake makes a request.
+    @cached_property
+    def GET(self) -> QueryDict:
+        query = self.scope.get("query_string", b"")
+        return QueryDict(query.decode("latin-1") if isinstance(query, bytes) else query)
+
+    @cached_property
+    def COOKIES(self) -> dict[str, str]:
+        cookies = dict(self.scope.get("cookies") or {})
+        if not cookies and "HTTP_COOKIE" in self.META:
+            parsed = SimpleCookie(self.META["HTTP_COOKIE"])
+            cookies = {k: v.value for k, v in parsed.items()}
+        return cookies
+
+    @cached_property
+    def META(self) -> dict[str, str]:
         meta: dict[str, str] = {}
-        for name, value in scope.get("headers") or ():
+        for name, value in self.scope.get("headers") or ():
             key = name.decode("latin-1").upper().replace("-", "_")
             meta[f"HTTP_{key}"] = value.decode("latin-1")
-        client = scope.get("client") or (None, None)
+        client = self.scope.get("client") or (None, None)
         meta["REMOTE_ADDR"] = str(client[0] or "")
         meta["QUERY_STRING"] = self.GET.urlencode()
-        self.META = meta
-        if not self.COOKIES and "HTTP_COOKIE" in meta:
-            parsed = SimpleCookie(meta["HTTP_COOKIE"])
-            self.COOKIES = {k: v.value for k, v in parsed.items()}
+        return meta
 
     def __repr__(self) -> str:
         return f"<WebsocketRequest {self.path!r}>"
