@@ -136,6 +136,18 @@ def prefer_close_frames(protocol: Any) -> None:
         protocol.failByDrop = False
 
 
+def _join_fragments(self: Any, payload: list[bytes]) -> None:
+    # autobahn's onMessageFrame, with the message kept as one bytearray.
+    if self.failedByMe:
+        return
+    data = self.message_data
+    if not data:
+        data.append(bytearray())
+    buffer = data[-1]
+    for chunk in payload:
+        buffer += chunk
+
+
 def bound_fragmented_messages(protocol: Any) -> bool:
     """Keep a fragmented message being received in one buffer instead of one object per frame.
 
@@ -143,28 +155,27 @@ def bound_fragmented_messages(protocol: Any) -> bool:
     of its own (about 40 bytes each), so a client sending 1-byte continuation
     frames of a message it never finishes costs ~5 MiB of memory per MB sent,
     up to ~40 MiB per socket under daphne's 1 MiB message limit. Joined into
-    one ``bytearray`` as they arrive, fragments cost what their payload is, at
-    most ``--websocket-max-message-size`` per socket. Returns False when the
-    protocol is not the autobahn one this was written for.
+    one ``bytearray`` as they arrive (``onMessageEnd`` joins the list into
+    bytes as before), fragments cost what their payload is, at most
+    ``--websocket-max-message-size`` per socket. The class of daphne's
+    protocol is changed once, so a socket costs nothing more. Returns False
+    (and changes nothing) unless the class uses autobahn's own
+    ``onMessageFrame``, the one this was written for.
     """
-    if protocol is None or not callable(getattr(protocol, "onMessageFrame", None)):
+    if protocol is None:
+        return False
+    cls = type(protocol)
+    if cls.__dict__.get("onMessageFrame") is _join_fragments:
+        return True
+    try:
+        from autobahn.websocket.protocol import WebSocketProtocol
+    except ImportError:  # pragma: no cover - daphne depends on autobahn
+        return False
+    if getattr(cls, "onMessageFrame", None) is not WebSocketProtocol.onMessageFrame:
         return False
     if not hasattr(protocol, "failedByMe"):
         return False
-
-    def on_message_frame(payload: list[bytes]) -> None:
-        if protocol.failedByMe:
-            return
-        data = getattr(protocol, "message_data", None)
-        if data is None:  # pragma: no cover - autobahn sets it at the message's start
-            return
-        if not data:
-            data.append(bytearray())
-        buffer = data[-1]
-        for chunk in payload:
-            buffer += chunk
-
-    protocol.onMessageFrame = on_message_frame
+    cls.onMessageFrame = _join_fragments
     return True
 
 
