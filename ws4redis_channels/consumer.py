@@ -359,7 +359,7 @@ class WebsocketConsumer(_LeanConsumer):
             self._publisher,
             len(payload),
             _publish_limits(expire),
-            self.publish_channels if expire > 0 else (),
+            self.publish_channels,
         )
         if refused is not None:
             await self._close_with(CloseCode.RATE_LIMITED, refused)
@@ -448,7 +448,9 @@ def _publish_limits(expire: int) -> PublishLimits:
         byte_rate=conf.WS4REDIS_PUBLISH_BYTES_RATE,
         byte_burst=conf.WS4REDIS_PUBLISH_BYTES_BURST,
         max_stored_channels=conf.WS4REDIS_MAX_STORED_CHANNELS,
-        store_window=float(expire),
+        # Every publication leaves the channel's position (and its stored
+        # message, its history) in Redis for the longer of the two.
+        store_window=float(max(expire, conf.WS4REDIS_HISTORY_TTL)),
     )
 
 
