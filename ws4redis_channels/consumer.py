@@ -42,7 +42,7 @@ from .access import (
 from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
-from .exceptions import InvalidName, RedisError, RedisUnavailable
+from .exceptions import InvalidName, RedisError
 from .intake import current_intake
 from .limits import PublishLimits, identity_key, process_limits
 from .logs import describe_socket, escaped
@@ -158,7 +158,7 @@ class WebsocketConsumer(_LeanConsumer):
         except _Refusal as refusal:
             await self._refuse(refusal.code, str(refusal))
             return
-        except RedisUnavailable as exc:
+        except RedisError as exc:  # RedisUnavailable, RedisTimeout, RedisCommandError
             await self._refuse(CloseCode.REDIS_UNAVAILABLE, str(exc))
             return
         except SuspiciousOperation as exc:
