@@ -22,6 +22,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 
+from .accelerator import close_with_reason
 from .access import (
     PUBLISH_FLAGS,
     SUBSCRIBE_FLAGS,
@@ -83,6 +84,12 @@ class _LeanConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     def cleanup(self) -> None:
         """Release what the socket holds; called once the consumer ends, however it ends."""
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        # daphne drops the reason of an ASGI close: send the close frame ourselves.
+        if type(code) is int and reason and close_with_reason(self.base_send, code, reason):
+            return
+        await super().close(code=code, reason=reason)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, message["type"].replace(".", "_"), None)
