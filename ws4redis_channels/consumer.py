@@ -36,6 +36,7 @@ from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
 from .exceptions import InvalidName, RedisError, RedisUnavailable
+from .frames import Batch, make_message
 from .names import Audience, Target, channel_for, validate_facility
 from .outlet import Outlet
 from .runtime import current_bridge, current_relay
@@ -252,7 +253,7 @@ class WebsocketConsumer(_LeanConsumer):
         if text is not None:
             heartbeat = conf.WS4REDIS_HEARTBEAT
             if heartbeat is not None and text == heartbeat:
-                await self.base_send({"type": "websocket.send", "text": heartbeat})
+                await self._answer_heartbeat(heartbeat)
                 return
             payload = text.encode("utf-8")
         else:
@@ -285,6 +286,19 @@ class WebsocketConsumer(_LeanConsumer):
             )
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             await self._close_with(CloseCode.REDIS_UNAVAILABLE, f"publishing failed: {exc!r}")
+
+    async def _answer_heartbeat(self, heartbeat: str) -> None:
+        # Through the outlet: the reply counts against the outbound bound (a
+        # flood from a client that never reads ends with 4507), and like any
+        # frame against the rate limit.
+        if not self._take_token():
+            await self._close_with(
+                CloseCode.RATE_LIMITED,
+                f"heartbeats at over {conf.WS4REDIS_PUBLISH_RATE}/s",
+            )
+            return
+        if self._outlet is not None:
+            self._outlet.deliver(Batch([make_message(heartbeat.encode("utf-8"))]))
 
     def _take_token(self) -> bool:
         rate = conf.WS4REDIS_PUBLISH_RATE
