@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 
 import pytest
+import redis
 
+from testproject.redis_server import RedisServer
 from tests.conftest import TIMEOUT
 from ws4redis_channels import subscriber
 from ws4redis_channels.bridge import Bridge
@@ -126,3 +130,39 @@ def test_backoff_is_jittered_doubling_and_capped():
     assert len(set(delays)) > 10  # jittered, not lockstep
     backoff.reset()
     assert backoff.next() <= 0.1
+
+
+async def test_redis_dropping_a_slow_subscriber_is_named_and_counted(caplog):
+    # Redis closes a pub/sub client whose unread output passes the hard limit.
+    with RedisServer(None, "--client-output-buffer-limit", "pubsub 64kb 32kb 1") as server:
+        bridge = Bridge(parse_target(server.url), outage_timeout=60)
+        try:
+            await wait_connected(bridge)
+            sink = Sink()
+            await asyncio.wait_for(bridge.join(sink, ["_broadcast_:burst"]), TIMEOUT)
+            client = redis.Redis(port=server.port)
+            pipe = client.pipeline(transaction=False)
+            for _ in range(20_000):
+                pipe.publish("_broadcast_:burst", b"x" * 1024)
+            # The process is busy (its loop blocked) while 20 MB arrive for it.
+            threading.Thread(target=pipe.execute).start()
+            time.sleep(3)
+            await until(lambda: bridge.subscriber.dropped_by_redis == 1, TIMEOUT)
+            await wait_connected(bridge)
+            assert "client-output-buffer-limit pubsub" in caplog.text
+            assert "were lost" in caplog.text
+            client.close()
+        finally:
+            await bridge.close()
+
+
+async def test_a_client_kill_is_not_taken_for_an_output_buffer_drop(redis_server, redis_client):
+    bridge = Bridge(parse_target(redis_server.url), outage_timeout=60)
+    try:
+        await wait_connected(bridge)
+        await asyncio.wait_for(bridge.join(Sink(), ["_broadcast_:killed"]), TIMEOUT)
+        redis_client.client_kill_filter(_type="pubsub")
+        await until(lambda: bridge.subscriber.dropped_by_redis == 1, TIMEOUT)
+        assert bridge.subscriber.output_buffer_drops == 0
+    finally:
+        await bridge.close()
