@@ -62,7 +62,12 @@ async def bystander_still_served(server, redis_client) -> None:
 @pytest.mark.parametrize(
     ("name", "frame", "env", "code"),
     [
-        ("heartbeat", client_frame(0x1, b"--heartbeat--"), {"WS4REDIS_PUBLISH_RATE": "0", **SMALL_BOUND}, 4507),
+        (
+            "heartbeat",
+            client_frame(0x1, b"--heartbeat--"),
+            {"WS4REDIS_PUBLISH_RATE": "0", **SMALL_BOUND},
+            4507,
+        ),
         ("ping", client_frame(0x9, b"p" * 125), SMALL_BOUND, 4507),
     ],
     ids=["heartbeats-unlimited-rate", "pings"],

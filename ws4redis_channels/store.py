@@ -12,6 +12,12 @@ The same Lua code runs two ways:
 
 A bare ``PUBLISH`` is live-only: nothing is stored, nothing is replayed.
 
+With ``replicas`` > 0 the script is followed, in the same round trip and on
+the same connection, by ``WAIT replicas timeout``: a publication counts only
+once that many replicas have it, so a Sentinel failover (which promotes a
+replica) cannot discard a publication reported as done. Too few
+confirmations raise :class:`~ws4redis_channels.exceptions.NotReplicated`.
+
 Every function raises the app's :class:`~ws4redis_channels.exceptions.RedisError`
 subclasses, never redis-py's.
 """
@@ -20,12 +26,14 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 import redis.asyncio
 
 from .connection import redis_errors
+from .exceptions import NotReplicated
 
 __all__ = [
     "FUNCTION_LIBRARY",
@@ -97,18 +105,75 @@ def _ascript(client: redis.asyncio.Redis) -> redis.commands.core.AsyncScript:
     return script
 
 
-def publish(client: redis.Redis, channels: Sequence[str], message: bytes, expire: int) -> int:
-    """Publish ``message`` on ``channels``, storing it for ``expire`` seconds if positive."""
+def _confirmed(
+    results: list[Any], replicas: int, timeout: float, holds: Callable[[], bool] | None
+) -> int:
+    """Return the script's result, or raise if too few replicas confirmed it."""
+    result, acks = results
+    if isinstance(result, Exception):
+        raise result
+    if holds is not None and not holds():
+        raise NotReplicated(
+            "Sentinel moved the master while this publication ran: it may have reached "
+            "some sockets, and the old master may discard it"
+        )
+    # A demoted master (now a replica) answers WAIT with an error.
+    confirmed = acks if isinstance(acks, Exception) else int(acks)
+    if isinstance(confirmed, Exception) or confirmed < replicas:
+        raise NotReplicated(
+            f"{confirmed} of {replicas} replica(s) confirmed the publication within "
+            f"{timeout}s: it may have reached some sockets, and a failover may discard it"
+        )
+    return int(result)
+
+
+def publish(
+    client: redis.Redis,
+    channels: Sequence[str],
+    message: bytes,
+    expire: int,
+    *,
+    replicas: int = 0,
+    timeout: float = 1.0,
+    holds: Callable[[], bool] | None = None,
+) -> int:
+    """Publish ``message`` on ``channels``, storing it for ``expire`` seconds if positive.
+
+    With ``replicas``, wait up to ``timeout`` seconds for that many replicas to
+    have it; with ``holds``, fail unless ``holds()`` is still true once Redis
+    answered (the master did not move meanwhile).
+    """
     if not channels:
         return 0
     with redis_errors():
         if client not in _functions_loaded:
             _functions_loaded[client] = load_function(client)
-        return int(_script(client)(keys=list(channels), args=[message, max(expire, 0)]))
+        script = _script(client)
+        args: list[bytes | int] = [message, max(expire, 0)]
+        if not replicas:
+            result = int(script(keys=list(channels), args=args))
+            return _confirmed([result, 0], 0, timeout, holds)
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(channels), *channels, *args)
+            pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))  # type: ignore[no-untyped-call]
+            results = pipe.execute(raise_on_error=False)
+            if isinstance(results[0], redis.exceptions.NoScriptError):
+                script.sha = client.script_load(PUBLISH_SCRIPT)
+                continue
+            break
+        return _confirmed(results, replicas, timeout, holds)
 
 
 async def apublish(
-    client: redis.asyncio.Redis, channels: Sequence[str], message: bytes, expire: int
+    client: redis.asyncio.Redis,
+    channels: Sequence[str],
+    message: bytes,
+    expire: int,
+    *,
+    replicas: int = 0,
+    timeout: float = 1.0,
+    holds: Callable[[], bool] | None = None,
 ) -> int:
     """Asynchronous :func:`publish`."""
     if not channels:
@@ -116,7 +181,21 @@ async def apublish(
     with redis_errors():
         if client not in _functions_loaded:
             _functions_loaded[client] = await aload_function(client)
-        return int(await _ascript(client)(keys=list(channels), args=[message, max(expire, 0)]))
+        script = _ascript(client)
+        args: list[bytes | int] = [message, max(expire, 0)]
+        if not replicas:
+            result = int(await script(keys=list(channels), args=args))
+            return _confirmed([result, 0], 0, timeout, holds)
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(channels), *channels, *args)
+            pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))
+            results = await pipe.execute(raise_on_error=False)
+            if isinstance(results[0], redis.exceptions.NoScriptError):
+                script.sha = await client.script_load(PUBLISH_SCRIPT)
+                continue
+            break
+        return _confirmed(results, replicas, timeout, holds)
 
 
 def fetch(client: redis.Redis, channel: str) -> bytes | None:

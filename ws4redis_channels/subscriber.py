@@ -16,6 +16,11 @@ When Redis itself closes the connection while it is up, the usual cause is
 Redis held for it is gone. The subscriber names that in the log and counts it
 (:attr:`Subscriber.dropped_by_redis`, and :attr:`Subscriber.output_buffer_drops`
 when Redis 7.4+ confirms it in ``INFO stats``).
+
+With Sentinel, :meth:`Subscriber.follow_master` moves the connection to a new
+master the moment Sentinel names it (the old one can stay up and writable for
+seconds after a manual failover), and a connection is used only once ``ROLE``
+says its server is a master.
 """
 
 from __future__ import annotations
@@ -156,6 +161,9 @@ class Subscriber:
         self.dropped_by_redis = 0
         #: Of those, how many Redis confirmed were for the pub/sub output buffer limit.
         self.output_buffer_drops = 0
+        # Where the current connection goes; set to cut a backoff short.
+        self._address: tuple[str, int] | str | None = None
+        self._hurry = asyncio.Event()
 
     # -- interface for the bridge ---------------------------------------------
 
@@ -196,6 +204,23 @@ class Subscriber:
         self._replies.append(future)
         self.write(encode_command(*command))
         return await future
+
+    def follow_master(self, address: tuple[str, int]) -> None:
+        """Sentinel moved the master to ``address``: leave the old one now, connect at once.
+
+        Staying subscribed to the old master would hear publications the
+        failover discards and miss those made on the new one.
+        """
+        if self._closed:
+            return
+        self._hurry.set()
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None and self._address != address:
+            logger.warning(
+                "Sentinel moved the master to %s:%d; moving the subscriber there", *address
+            )
+            self._aborting = True
+            protocol.transport.abort()
 
     async def close(self, farewell: bytes | None = None) -> None:
         """Send ``farewell`` (e.g. UNSUBSCRIBE), close the connection, stop reconnecting."""
@@ -285,7 +310,17 @@ class Subscriber:
                 self._down("connection lost")
             if self._closed:
                 break
-            await self.backoff.sleep()
+            await self._pause()
+
+    async def _pause(self) -> None:
+        """Wait out the backoff, unless Sentinel named a new master meanwhile."""
+        if not self._hurry.is_set():
+            try:
+                await asyncio.wait_for(self._hurry.wait(), self.backoff.next())
+            except asyncio.TimeoutError:
+                return
+        self._hurry.clear()
+        self.backoff.reset()
 
     def _down(self, reason: str) -> None:
         self._connected.clear()
@@ -324,7 +359,9 @@ class Subscriber:
 
     async def _connect(self) -> tuple[_Protocol, int | None]:
         self._aborting = False
+        self._hurry.clear()
         address = await resolve_address(self.target)
+        self._address = address
         loop = self._loop
         if isinstance(address, str):
             _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), address)
@@ -344,6 +381,9 @@ class Subscriber:
                 else:
                     commands.append(("AUTH", self.target.password))
             commands.append(("CLIENT", "SETNAME", self.name))
+            if self.target.sentinels:
+                # Sentinel's answer may be stale: subscribe on a master only.
+                commands.append(("ROLE",))
             commands.append(("INFO", "stats"))  # before SUBSCRIBE: not allowed after
             futures = []
             for command in commands:
@@ -352,7 +392,12 @@ class Subscriber:
                 futures.append(future)
                 transport.write(encode_command(*command))
             for future in futures:
-                info = await future
+                await future
+            info = futures[-1].result()
+            if self.target.sentinels:
+                role = futures[-2].result()
+                if not isinstance(role, list) or not role or role[0] != b"master":
+                    raise RedisUnavailable(f"{address} is not a master (ROLE says {role!r})")
         except BaseException:
             protocol.transport.abort()
             self._protocol = None

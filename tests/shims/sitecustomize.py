@@ -2,8 +2,8 @@
 something the accelerator relies on.
 
 Put this folder first on ``PYTHONPATH`` and set ``WS4REDIS_TEST_RENAME`` to a JSON
-list of ``[module_prefix, old, new]``. Every module whose name starts with a
-prefix is compiled from its source with ``old`` replaced by ``new`` (whole
+list of ``[module_prefixes, old, new]`` (prefixes separated by commas). Every
+module whose name starts with a prefix is compiled from its source with ``old`` replaced by ``new`` (whole
 words if ``old`` is an identifier, else the literal text): the library keeps working under the new name, and
 code that relies on the old name meets an ``AttributeError``, as it would
 after an upgrade. Nothing else changes.
@@ -39,7 +39,7 @@ class _RenamingLoader(importlib.machinery.SourceFileLoader):
 
 class _RenamingFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        rules = [(p, n) for prefix, p, n in _RULES if fullname.startswith(prefix)]
+        rules = [(p, n) for prefix, p, n in _RULES if fullname.startswith(tuple(prefix.split(",")))]
         if not rules:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
