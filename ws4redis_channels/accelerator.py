@@ -299,6 +299,8 @@ class DaphneSocket:
         self.protocol = protocol
         transport = self.transport = getattr(protocol, "transport", None)
         plain = transport is not None and not getattr(transport, "TLS", False)
+        if transport is not None and not plain:
+            _warn_tls()
         self.measured = plain and enabled("buffer_bound")
         self.direct = plain and enabled("direct_writes")
         self._send: Callable[[bytes], int] | None = None
@@ -417,6 +419,21 @@ class DaphneSocket:
     def going_away(self) -> bool:
         """Send a 1001 close frame if the socket is open; False if it could not be done."""
         return _going_away(self.protocol)
+
+
+_tls_warned = False
+
+
+def _warn_tls() -> None:
+    global _tls_warned
+    if not _tls_warned:
+        _tls_warned = True
+        logger.warning(
+            "daphne terminates TLS here: what Twisted holds for a TLS socket cannot be "
+            "measured, so WS4REDIS_MAX_BUFFER_SIZE does not bound a client that stops "
+            "reading, and frames go through ASGI; terminate TLS in a proxy in front of "
+            "daphne (nginx, HAProxy) to keep both"
+        )
 
 
 def _going_away(protocol: Any) -> bool:

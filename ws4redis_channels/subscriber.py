@@ -35,7 +35,7 @@ from typing import Any, cast
 
 from .connection import RedisTarget, resolve_address, ssl_context
 from .exceptions import RedisUnavailable
-from .resp import Parser, ReplyError, Value, encode_command
+from .resp import ReplyError, Value, encode_command, new_parser
 
 __all__ = ["Backoff", "Subscriber"]
 
@@ -96,7 +96,7 @@ class Backoff:
 class _Protocol(asyncio.Protocol):
     def __init__(self, subscriber: Subscriber) -> None:
         self.subscriber = subscriber
-        self.parser = Parser()
+        self.parser = new_parser()
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
