@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -14,4 +14,6 @@ urlpatterns = [
     path("logout/", views.demo_logout, name="demo-logout"),
     path("publish/", views.publish_view, name="publish"),
     path("admin/", admin.site.urls),
+    # /metrics: Prometheus metrics of the daphne processes of this host
+    path("", include("ws4redis_channels.urls")),
 ]

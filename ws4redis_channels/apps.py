@@ -12,4 +12,4 @@ class WS4RedisChannelsConfig(AppConfig):
     verbose_name = "Websockets for Redis (Channels)"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the checks)
+        from . import checks, project_checks  # noqa: F401  (registers the checks)

@@ -32,6 +32,8 @@ SETTING_IDS = {
     "WS4REDIS_CHANNEL_LAYER": "E016",
     "WS4REDIS_ALLOWED_ORIGINS": "E017",
     "WS4REDIS_DIRECT_WRITES": "E018",
+    # Project configuration checks (project_checks.py) use E1xx/W1xx.
+    "WS4REDIS_METRICS": "E050",
 }
 
 
