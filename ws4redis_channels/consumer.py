@@ -35,6 +35,7 @@ from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
 from .exceptions import InvalidName, RedisUnavailable
+from .metrics import recorder
 from .names import Audience, Target, channel_for, validate_facility
 from .process import current_bridge, current_relay
 from .sending import Outlet
@@ -109,6 +110,7 @@ class WebsocketConsumer(_LeanConsumer):
         self._close_task: asyncio.Future[None] | None = None
         self._tokens = 0.0
         self._token_time = 0.0
+        self._open = False  # counted in the open sockets gauge
 
     # -- handshake ----------------------------------------------------------
 
@@ -117,10 +119,12 @@ class WebsocketConsumer(_LeanConsumer):
             await self._handshake()
         except PermissionDenied as exc:
             logger.warning("Refused websocket %s with 403: %s", self._where(), exc or "denied")
+            recorder().handshake(403)
             await self.close()  # before accept: daphne answers 403
             return
         except ImproperlyConfigured as exc:
             logger.error("Refused websocket %s with 403: %s", self._where(), exc)
+            recorder().handshake(403)
             await self.close()
             return
         except _Refusal as refusal:
@@ -180,6 +184,10 @@ class WebsocketConsumer(_LeanConsumer):
                     logger.warning("Channel layer relay not ready for %s: %r", self._where(), exc)
         await self.accept()
         self._outlet.release()
+        metrics = recorder()
+        metrics.handshake(None)
+        metrics.socket_opened()
+        self._open = True
         self._tokens = float(conf.WS4REDIS_PUBLISH_BURST)
         self._token_time = time.monotonic()
 
@@ -227,6 +235,7 @@ class WebsocketConsumer(_LeanConsumer):
         if self._closing:
             return
         self._closing = True
+        recorder().handshake(int(code))
         await self.accept()
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
@@ -245,7 +254,7 @@ class WebsocketConsumer(_LeanConsumer):
         if text is not None:
             heartbeat = conf.WS4REDIS_HEARTBEAT
             if heartbeat is not None and text == heartbeat:
-                await self.base_send({"type": "websocket.send", "text": heartbeat})
+                await self._answer_heartbeat(heartbeat)
                 return
             payload = text.encode("utf-8")
         else:
@@ -276,8 +285,16 @@ class WebsocketConsumer(_LeanConsumer):
                 conf.WS4REDIS_EXPIRE,
                 echo=self.echo,
             )
+            recorder().published(len(self.publish_channels), "socket")
         except (RedisUnavailable, ConnectionError, OSError, asyncio.TimeoutError) as exc:
             await self._close_with(CloseCode.REDIS_UNAVAILABLE, f"publishing failed: {exc!r}")
+
+    async def _answer_heartbeat(self, heartbeat: str) -> None:
+        try:
+            await self.base_send({"type": "websocket.send", "text": heartbeat})
+        except Exception as exc:
+            # The client closed right after its heartbeat: nothing is wrong.
+            logger.debug("Heartbeat reply to %s not sent: %r", self._where(), exc)
 
     def _take_token(self) -> bool:
         rate = conf.WS4REDIS_PUBLISH_RATE
@@ -300,12 +317,16 @@ class WebsocketConsumer(_LeanConsumer):
         logger.warning("Closing websocket %s with %d: %s", self._where(), code, detail)
         self._closing = True
         self._leave()
+        recorder().closed(int(code))
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
     def cleanup(self) -> None:
         self._leave()
 
     def _leave(self) -> None:
+        if self._open:
+            self._open = False
+            recorder().socket_closed()
         if self._bridge is not None and self._outlet is not None:
             self._bridge.leave(self._outlet, self.subscribe_channels)
             self._outlet.stop()
@@ -341,6 +362,7 @@ class NoRouteConsumer(_LeanConsumer):
             self.scope.get("path", ""),
             client[0],
         )
+        recorder().handshake(int(CloseCode.NOT_FOUND))
         await self.accept()
         await self.close(code=int(CloseCode.NOT_FOUND), reason=CLOSE_REASONS[CloseCode.NOT_FOUND])
 

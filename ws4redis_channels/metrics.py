@@ -248,7 +248,7 @@ class NullRecorder:
     def published(self, channels: int, source: str | None = None) -> None:
         pass
 
-    def closed(self, code: int) -> None:
+    def closed(self, code: int, count: int = 1) -> None:
         pass
 
     def redis_up(self, reconnected: bool) -> None:
@@ -313,8 +313,9 @@ class Recorder(NullRecorder):
             child = self._m.published.labels(source or _source.get())
         child.inc(channels)
 
-    def closed(self, code: int) -> None:
-        self._m.closes.labels(str(int(code))).inc()
+    def closed(self, code: int, count: int = 1) -> None:
+        """Count ``count`` open sockets closed by the server with ``code``."""
+        self._m.closes.labels(str(int(code))).inc(count)
 
     def redis_up(self, reconnected: bool) -> None:
         self._m.redis_connected.set(1)

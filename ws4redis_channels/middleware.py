@@ -11,6 +11,7 @@ else: it saves sessions only on HTTP responses.
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from typing import Any
 from urllib.parse import urlparse
@@ -22,6 +23,8 @@ from django.http.cookie import parse_cookie
 
 __all__ = ["WebsocketAuthMiddleware"]
 
+logger = logging.getLogger(__name__)
+
 
 class WebsocketAuthMiddleware:
     """Refuse foreign origins (403); populate ``cookies``, ``session`` and ``user``."""
@@ -30,19 +33,23 @@ class WebsocketAuthMiddleware:
         self.inner = inner
         # channels' matching rules (wildcards, ports, schemes), without its layer.
         self._origins = OriginValidator(None, allowed_origins)
+        self._allowed = list(allowed_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
         cookies: dict[str, str] = {}
         origin = None
+        raw_origin = None
         for name, value in scope.get("headers", ()):
             if name == b"cookie":
                 cookies = parse_cookie(value.decode("latin1"))
             elif name == b"origin":
+                raw_origin = value.decode("latin1")
                 try:
-                    origin = urlparse(value.decode("latin1"))
+                    origin = urlparse(raw_origin)
                 except (UnicodeDecodeError, ValueError):
                     origin = None
         if not self._origins.valid_origin(origin):
+            self._refused(scope, raw_origin)
             return await WebsocketDenier()(scope, receive, send)
         scope = dict(scope, cookies=cookies)
         if "session" not in scope:
@@ -53,3 +60,18 @@ class WebsocketAuthMiddleware:
             user._wrapped = await get_user(scope)
             scope["user"] = user
         return await self.inner(scope, receive, send)
+
+    def _refused(self, scope: Any, origin: str | None) -> None:
+        from .metrics import recorder
+
+        recorder().handshake(403)
+        client = (scope.get("client") or ("?", 0))[0]
+        # repr() escapes what a client sent: no forged log lines.
+        logger.warning(
+            "Refused websocket %r from %s with 403: origin %s is not allowed (allowed: %s); "
+            "add it to WS4REDIS_ALLOWED_ORIGINS, or its host to ALLOWED_HOSTS",
+            scope.get("path", ""),
+            client,
+            "(none sent)" if origin is None else repr(origin[:200]),
+            ", ".join(self._allowed) or "(nothing: ALLOWED_HOSTS is empty)",
+        )

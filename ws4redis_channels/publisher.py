@@ -29,6 +29,7 @@ from . import store
 from .conf import conf
 from .connection import async_client, parse_target, sync_client
 from .exceptions import IdentityRequired
+from .metrics import recorder
 from .names import Audience, Target, channel_for, channels_for
 
 __all__ = [
@@ -116,7 +117,9 @@ def publish(
     """
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
     client = sync_client(parse_target(conf.WS4REDIS_CONNECTION))
-    return store.publish(client, names, _payload(message), _expire(expire))
+    receivers = store.publish(client, names, _payload(message), _expire(expire))
+    recorder().published(len(names))
+    return receivers
 
 
 async def apublish(
@@ -132,7 +135,9 @@ async def apublish(
     """Asynchronous :func:`publish`."""
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
     client = async_client(parse_target(conf.WS4REDIS_CONNECTION))
-    return await store.apublish(client, names, _payload(message), _expire(expire))
+    receivers = await store.apublish(client, names, _payload(message), _expire(expire))
+    recorder().published(len(names))
+    return receivers
 
 
 def _channel(facility: str, audience: Audience | str, identity: str | None) -> str:

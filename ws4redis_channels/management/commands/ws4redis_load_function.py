@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...conf import conf
 from ...connection import parse_target, sync_client
+from ...diagnostics import explain_redis_error, redis_errors
 from ...store import FUNCTION_LIBRARY, FUNCTION_NAME, load_function
 
 
@@ -27,6 +28,10 @@ class Command(BaseCommand):
             self.stdout.write(FUNCTION_LIBRARY)
             return
         target = parse_target(conf.WS4REDIS_CONNECTION)
-        if not load_function(sync_client(target)):
+        try:
+            loaded = load_function(sync_client(target))
+        except redis_errors() as exc:
+            raise CommandError(explain_redis_error(exc, target.describe())) from None
+        if not loaded:
             raise CommandError(f"Redis at {target.describe()} cannot load functions (Redis 7+)")
         self.stdout.write(f"Loaded the function {FUNCTION_NAME} into Redis at {target.describe()}")

@@ -7,7 +7,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...conf import conf
+from ...connection import parse_target
+from ...diagnostics import explain_redis_error, redis_errors
 from ...exceptions import InvalidName
+from ...metrics import publishing_as
 from ...publisher import channels, publish
 
 
@@ -62,7 +66,13 @@ class Command(BaseCommand):
             raise CommandError("--expire must be 0 or more seconds")
         try:
             names = channels(options["facility"], **audiences)
-            receivers = publish(options["facility"], message, expire=options["expire"], **audiences)
+            with publishing_as("command"):
+                receivers = publish(
+                    options["facility"], message, expire=options["expire"], **audiences
+                )
         except (InvalidName, ValueError) as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(str(exc)) from None
+        except redis_errors() as exc:
+            where = parse_target(conf.WS4REDIS_CONNECTION).describe()
+            raise CommandError(explain_redis_error(exc, where)) from None
         self.stdout.write(f"Published on {', '.join(names)} ({receivers} subscribing processes)")
