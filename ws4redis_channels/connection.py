@@ -6,6 +6,11 @@
 or a URL: ``redis://``, ``rediss://``, ``unix://`` or
 ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``.
 
+Errors of the Redis client are re-raised at this boundary as the app's own
+(:func:`redis_errors`): :class:`~ws4redis_channels.exceptions.RedisTimeout`,
+:class:`~ws4redis_channels.exceptions.RedisUnavailable` and
+:class:`~ws4redis_channels.exceptions.RedisCommandError`.
+
 Clients are created on first use. Asynchronous clients belong to one event
 loop each; the synchronous client is shared by all threads (redis-py's pool
 is thread-safe). Every cache is keyed by the parsed target, so changing the
@@ -15,10 +20,11 @@ setting (``override_settings`` in tests) yields new clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl as ssl_module
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -28,7 +34,16 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 
-__all__ = ["RedisTarget", "async_client", "parse_target", "resolve_address", "sync_client"]
+from .exceptions import RedisCommandError, RedisTimeout, RedisUnavailable, WS4RedisError
+
+__all__ = [
+    "RedisTarget",
+    "async_client",
+    "parse_target",
+    "redis_errors",
+    "resolve_address",
+    "sync_client",
+]
 
 # Enough for a burst of publishes from many sockets; callers wait for a free
 # connection (BlockingConnectionPool) instead of failing, up to the timeout.
@@ -62,6 +77,27 @@ class RedisTarget:
         if self.path:
             return f"unix:{self.path}"
         return f"{'rediss' if self.ssl else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+@contextlib.contextmanager
+def redis_errors(target: RedisTarget | None = None) -> Iterator[None]:
+    """Re-raise the Redis client's errors (and socket errors) as the app's own.
+
+    redis-py's ``ConnectionError`` and ``TimeoutError`` are not the builtin
+    ones, so ``except ConnectionError`` above this boundary would miss them.
+    """
+    where = f"Redis at {target.describe()}" if target is not None else "Redis"
+    try:
+        yield
+    except WS4RedisError:
+        raise  # already ours (a nested boundary, the subscriber's ReplyError)
+    except (redis.TimeoutError, asyncio.TimeoutError, TimeoutError) as exc:
+        raise RedisTimeout(f"{where} did not answer in time: {exc!r}") from exc
+    except redis.ResponseError as exc:
+        raise RedisCommandError(f"{where} answered with an error: {exc}") from exc
+    except (redis.RedisError, OSError) as exc:
+        # ConnectionError, pool exhaustion, sentinel errors, refused sockets...
+        raise RedisUnavailable(f"{where} is unreachable: {exc!r}") from exc
 
 
 def _parse_url(url: str) -> RedisTarget:
@@ -213,7 +249,8 @@ async def resolve_address(target: RedisTarget) -> tuple[str, int] | str:
             list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target)
         )
         try:
-            host, port = await sentinel.discover_master(target.service_name or "")
+            with redis_errors(target):
+                host, port = await sentinel.discover_master(target.service_name or "")
         finally:
             for conn in sentinel.sentinels:
                 await conn.aclose()

@@ -18,11 +18,11 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     """Return the exception classes that mean "Redis is not usable" (to catch them)."""
     import redis.exceptions
 
-    from .exceptions import RedisUnavailable
+    from .exceptions import RedisError
 
     return (
         redis.exceptions.RedisError,
-        RedisUnavailable,
+        RedisError,
         OSError,
         asyncio.TimeoutError,
         TimeoutError,

@@ -11,6 +11,9 @@ The same Lua code runs two ways:
       FCALL ws4redis_publish 1 _broadcast_:foobar "Hello" 3600
 
 A bare ``PUBLISH`` is live-only: nothing is stored, nothing is replayed.
+
+Every function raises the app's :class:`~ws4redis_channels.exceptions.RedisError`
+subclasses, never redis-py's.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from collections.abc import Sequence
 
 import redis
 import redis.asyncio
+
+from .connection import redis_errors
 
 __all__ = [
     "FUNCTION_LIBRARY",
@@ -96,9 +101,10 @@ def publish(client: redis.Redis, channels: Sequence[str], message: bytes, expire
     """Publish ``message`` on ``channels``, storing it for ``expire`` seconds if positive."""
     if not channels:
         return 0
-    if client not in _functions_loaded:
-        _functions_loaded[client] = load_function(client)
-    return int(_script(client)(keys=list(channels), args=[message, max(expire, 0)]))
+    with redis_errors():
+        if client not in _functions_loaded:
+            _functions_loaded[client] = load_function(client)
+        return int(_script(client)(keys=list(channels), args=[message, max(expire, 0)]))
 
 
 async def apublish(
@@ -107,38 +113,43 @@ async def apublish(
     """Asynchronous :func:`publish`."""
     if not channels:
         return 0
-    if client not in _functions_loaded:
-        _functions_loaded[client] = await aload_function(client)
-    return int(await _ascript(client)(keys=list(channels), args=[message, max(expire, 0)]))
+    with redis_errors():
+        if client not in _functions_loaded:
+            _functions_loaded[client] = await aload_function(client)
+        return int(await _ascript(client)(keys=list(channels), args=[message, max(expire, 0)]))
 
 
 def fetch(client: redis.Redis, channel: str) -> bytes | None:
     """Return the message stored for ``channel``, if any."""
-    value: bytes | None = client.get(channel)  # type: ignore[assignment]
+    with redis_errors():
+        value: bytes | None = client.get(channel)  # type: ignore[assignment]
     return value
 
 
 async def afetch(client: redis.asyncio.Redis, channel: str) -> bytes | None:
     """Asynchronous :func:`fetch`."""
-    value: bytes | None = await client.get(channel)  # type: ignore[assignment]
+    with redis_errors():
+        value: bytes | None = await client.get(channel)  # type: ignore[assignment]
     return value
 
 
 def load_function(client: redis.Redis) -> bool:
     """Load the ``ws4redis_publish`` function; return False on Redis older than 7."""
-    try:
-        client.function_load(FUNCTION_LIBRARY, replace=True)
-    except redis.ResponseError as exc:
-        logger.debug("Cannot load the ws4redis function library: %s", exc)
-        return False
+    with redis_errors():
+        try:
+            client.function_load(FUNCTION_LIBRARY, replace=True)
+        except redis.ResponseError as exc:
+            logger.debug("Cannot load the ws4redis function library: %s", exc)
+            return False
     return True
 
 
 async def aload_function(client: redis.asyncio.Redis) -> bool:
     """Asynchronous :func:`load_function`."""
-    try:
-        await client.function_load(FUNCTION_LIBRARY, replace=True)
-    except redis.ResponseError as exc:
-        logger.debug("Cannot load the ws4redis function library: %s", exc)
-        return False
+    with redis_errors():
+        try:
+            await client.function_load(FUNCTION_LIBRARY, replace=True)
+        except redis.ResponseError as exc:
+            logger.debug("Cannot load the ws4redis function library: %s", exc)
+            return False
     return True

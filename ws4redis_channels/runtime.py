@@ -11,11 +11,11 @@ import logging
 
 from channels.layers import get_channel_layer
 
+from .accelerator import on_server_shutdown
 from .bridge import Bridge
 from .conf import conf
 from .connection import parse_target
-from .layer import LayerRelay
-from .transport import on_server_shutdown
+from .relay import LayerRelay
 
 __all__ = ["current_bridge", "current_relay", "shutdown"]
 
