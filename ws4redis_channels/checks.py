@@ -34,6 +34,7 @@ SETTING_IDS = {
     "WS4REDIS_DIRECT_WRITES": "E018",
     # Project configuration checks (project_checks.py) use E1xx/W1xx.
     "WS4REDIS_METRICS": "E050",
+    "WS4REDIS_STATUS_INTERVAL": "E051",
 }
 
 

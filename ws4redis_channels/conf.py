@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_ALLOWED_ORIGINS": None,
     "WS4REDIS_DIRECT_WRITES": True,
     "WS4REDIS_METRICS": True,
+    "WS4REDIS_STATUS_INTERVAL": 5.0,
 }
 
 
@@ -216,6 +217,10 @@ class Settings:
         if not isinstance(value, bool):
             raise ImproperlyConfigured(f"WS4REDIS_METRICS must be True or False, got {value!r}")
         return value
+
+    @property
+    def WS4REDIS_STATUS_INTERVAL(self) -> float:
+        return float(_number("WS4REDIS_STATUS_INTERVAL"))
 
     @property
     def WS4REDIS_ALLOWED_ORIGINS(self) -> list[str] | None:

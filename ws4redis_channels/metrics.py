@@ -24,6 +24,7 @@ import glob
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -245,6 +246,9 @@ class NullRecorder:
     def fanout_took(self, seconds: float) -> None:
         pass
 
+    def fanout_took_since(self, start: float) -> None:
+        pass
+
     def published(self, channels: int, source: str | None = None) -> None:
         pass
 
@@ -305,6 +309,10 @@ class Recorder(NullRecorder):
 
     def fanout_took(self, seconds: float) -> None:
         self._fanout(seconds)
+
+    def fanout_took_since(self, start: float) -> None:
+        """Observe the time since ``start`` (``time.perf_counter()``)."""
+        self._fanout(time.perf_counter() - start)
 
     def published(self, channels: int, source: str | None = None) -> None:
         """Count one message published on ``channels`` channels."""

@@ -40,8 +40,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INTERVAL = 5.0  # seconds between reports
-TTL = 3 * INTERVAL  # a report outlives two missed heartbeats
+INTERVAL = 5.0  # seconds between reports (WS4REDIS_STATUS_INTERVAL)
 FORGET_AFTER = 3600.0  # silent processes are listed for an hour, then dropped
 
 
@@ -73,6 +72,8 @@ class ProcessReport:
     connected_since: float | None = None
     down_since: float | None = None
     redis_trouble: str | None = None
+    reconnects: int = 0
+    output_buffer_drops: int = 0
     started: float | None = None
     updated: float | None = None
     version: str = ""
@@ -110,9 +111,12 @@ class Heartbeat:
         prefix: str,
         snapshot: Callable[[], Mapping[str, Any]],
         *,
+        interval: float = INTERVAL,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
+        self.interval = interval
+        self.ttl = 3 * interval  # a report outlives two missed heartbeats
         self.prefix = prefix
         self.ident = _new_ident()
         self.key = process_key(prefix, self.ident)
@@ -149,7 +153,7 @@ class Heartbeat:
     async def write(self) -> None:
         report = self.report()
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(self.key, json.dumps(report), px=int(TTL * 1000))
+            pipe.set(self.key, json.dumps(report), px=max(1, int(self.ttl * 1000)))
             pipe.zadd(index_key(self.prefix), {self.ident: report["updated"]})
             await pipe.execute()
 
@@ -168,7 +172,7 @@ class Heartbeat:
                 # The bridge reports Redis outages; a missed heartbeat is no news.
                 logger.debug("Could not refresh the ws4redis status key: %r", exc)
             try:
-                await asyncio.wait_for(self._wake.wait(), INTERVAL)
+                await asyncio.wait_for(self._wake.wait(), self.interval)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()

@@ -131,6 +131,9 @@ class Subscriber:
         self._outbox: list[bytes] = []
         self._closed = False
         self._runner: asyncio.Task[None] | None = None
+        # Why the last attempt failed (None after a lost connection): the owner
+        # explains it to users (a wrong password is not a timeout).
+        self.last_error: BaseException | None = None
 
     # -- interface for the bridge ---------------------------------------------
 
@@ -246,8 +249,10 @@ class Subscriber:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.last_error = exc
                 self._down(f"cannot connect: {exc!r}")
             else:
+                self.last_error = None
                 self.backoff.reset()
                 self._connected.set()
                 self._on_up()
