@@ -384,6 +384,7 @@ def render(accept: str = "") -> tuple[bytes, str]:
     if path:
         from prometheus_client import multiprocess
 
+        _forget_dead_processes(path)  # e.g. a process killed with SIGKILL since
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
     _Metrics.get()  # every metric is listed, even before the first websocket

@@ -56,10 +56,10 @@ CONNECTION_KEYS = frozenset(
     }
 )
 
-# django-websocket-redis settings that have no meaning here.
+# django-websocket-redis settings (after "WS4REDIS_") that have no meaning here.
 _LEGACY_SETTINGS = {
-    "WS4REDIS_SUBSCRIBER": "a custom subscriber: use the flags and WS4REDIS_ALLOWED_CHANNELS",
-    "WS4REDIS_PROCESS_REQUEST": "use Django's auth and session middleware (already applied)",
+    "SUBSCRIBER": "a custom subscriber: use the flags and WS4REDIS_ALLOWED_CHANNELS",
+    "PROCESS_REQUEST": "use Django's auth and session middleware (already applied)",
 }
 
 
@@ -200,10 +200,11 @@ def check_unknown_settings(app_configs: Any = None, **kwargs: Any) -> list[check
             continue
         if name in DEFAULTS:
             continue
-        if name in _LEGACY_SETTINGS:
+        legacy = _LEGACY_SETTINGS.get(name.removeprefix("WS4REDIS_"))
+        if legacy:
             text = (
                 f"{name} is a django-websocket-redis setting that ws4redis_channels ignores "
-                f"({_LEGACY_SETTINGS[name]})"
+                f"({legacy})"
             )
         else:
             text = f"{name} is not a setting of ws4redis_channels{_did_you_mean(name, known)}"
