@@ -116,6 +116,8 @@ if "WS4REDIS_DIRECT_WRITES" in os.environ:
     WS4REDIS_DIRECT_WRITES = os.environ["WS4REDIS_DIRECT_WRITES"] == "1"
 if "WS4REDIS_PUBLISH_RATE" in os.environ:
     WS4REDIS_PUBLISH_RATE = float(os.environ["WS4REDIS_PUBLISH_RATE"])
+if "WS4REDIS_METRICS" in os.environ:
+    WS4REDIS_METRICS = os.environ["WS4REDIS_METRICS"] == "1"
 
 # daphne configures the root handler; this only sets how much the app says.
 LOGGING = {

@@ -33,7 +33,13 @@ def _ago(timestamp: float | None) -> str:
 
 
 def _row(report: ProcessReport) -> list[str]:
-    on = sorted(name for name, enabled in report.accelerations.items() if enabled)
+    off = sorted(name for name, enabled in report.accelerations.items() if not enabled)
+    if not report.accelerations:
+        accelerations = "-"
+    elif off:
+        accelerations = f"off: {', '.join(off)}"
+    else:
+        accelerations = f"all {len(report.accelerations)} on"
     if report.silent:
         redis_state = f"SILENT since {_ago(report.updated)}"
     elif report.trouble:
@@ -46,7 +52,7 @@ def _row(report: ProcessReport) -> list[str]:
         "-" if report.silent else str(report.sockets),
         "-" if report.silent else str(report.subscriptions),
         _when(report.connected_since),
-        ", ".join(on) if on else "-",
+        accelerations,
         redis_state,
     ]
 
