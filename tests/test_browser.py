@@ -192,7 +192,10 @@ async def test_raw_redis_publish_appears_in_the_explorer(daphne, redis_client, p
     await page.click("#connect")
     await connected(page)
     commands = page.locator("#commands")
-    await expect(commands).to_contain_text('redis-cli PUBLISH _broadcast_:rawtest "Hello"')
+    url = os.environ["REDIS_URL"]  # the pages name the Redis in use
+    await expect(commands).to_contain_text(
+        f'redis-cli -u {url} PUBLISH _broadcast_:rawtest "Hello"'
+    )
     assert redis_client.publish("_broadcast_:rawtest", "Hello from redis-py") == 1
     redis_client.publish("_broadcast_:other", "not for this page")
     redis_client.publish("_broadcast_:rawtest", "and a second one")
