@@ -113,6 +113,7 @@ class Heartbeat:
         *,
         interval: float = INTERVAL,
         on_tick: Callable[[], None] | None = None,
+        report: bool = True,
     ) -> None:
         self.client = client
         self.interval = interval
@@ -123,6 +124,7 @@ class Heartbeat:
         self.started = time.time()
         self._snapshot = snapshot
         self._on_tick = on_tick
+        self._report = report  # False: only call on_tick (WS4REDIS_STATUS_INTERVAL = 0)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -165,7 +167,8 @@ class Heartbeat:
                 except Exception:
                     logger.exception("Updating the ws4redis metrics failed")
             try:
-                await self.write()
+                if self._report:
+                    await self.write()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -183,6 +186,8 @@ class Heartbeat:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if not self._report:
+            return
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.delete(self.key)

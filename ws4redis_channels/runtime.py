@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from . import accelerator
 from .accelerator import on_server_shutdown
 from .bridge import Bridge
-from .conf import conf
+from .conf import DEFAULTS, conf
 from .connection import async_client, parse_target
 from .metrics import recorder
 from .registry import Heartbeat
@@ -39,16 +39,17 @@ def _new_bridge() -> Bridge:
         relay = LayerRelay(layer, bridge.deliver_local)
         bridge.set_watcher(relay.watch)
         bridge.relay = relay
+    # Every few seconds: the status report to Redis, and the metrics' sums.
     interval = conf.WS4REDIS_STATUS_INTERVAL
-    if interval > 0:
-        bridge.heartbeat = Heartbeat(
-            async_client(bridge.target),
-            conf.WS4REDIS_PREFIX,
-            lambda: status_of(bridge),
-            interval=interval,
-            on_tick=lambda: _tick(bridge),
-        )
-        bridge.heartbeat.start()
+    bridge.heartbeat = Heartbeat(
+        async_client(bridge.target),
+        conf.WS4REDIS_PREFIX,
+        lambda: status_of(bridge),
+        interval=interval if interval > 0 else DEFAULTS["WS4REDIS_STATUS_INTERVAL"],
+        on_tick=lambda: _tick(bridge),
+        report=interval > 0,
+    )
+    bridge.heartbeat.start()
     on_server_shutdown(lambda: _going_away(bridge))
     return bridge
 
@@ -83,7 +84,9 @@ def status_of(bridge: Bridge) -> dict[str, Any]:
 
 def _tick(bridge: Bridge) -> None:
     bridge.health.tick()
-    recorder().accelerations(accelerations())
+    metrics = recorder()
+    metrics.accelerations(accelerations())
+    metrics.flush()
 
 
 async def _going_away(bridge: Bridge) -> None:
