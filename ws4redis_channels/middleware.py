@@ -21,6 +21,9 @@ from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 from django.http.cookie import parse_cookie
 
+from .codes import CLOSE_REASONS, CloseCode
+from .logs import describe_socket, escaped
+
 __all__ = ["WebsocketAuthMiddleware"]
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,23 @@ class WebsocketAuthMiddleware:
         self._allowed = list(allowed_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        try:
+            prepared = await self._prepare(scope)
+        except Exception as exc:
+            # A broken session store or database: a documented refusal, not HTTP 500.
+            logger.error(
+                "Handshake of websocket %s failed: %s",
+                describe_socket(scope),
+                escaped(repr(exc), 500),
+                exc_info=True,
+            )
+            return await _refuse(receive, send, CloseCode.HANDSHAKE_FAILED)
+        if prepared is None:
+            return await WebsocketDenier()(scope, receive, send)
+        return await self.inner(prepared, receive, send)
+
+    async def _prepare(self, scope: Any) -> Any:
+        """Return the scope with cookies, session and user; None if the origin is refused."""
         cookies: dict[str, str] = {}
         origin = None
         raw_origin = None
@@ -43,35 +63,50 @@ class WebsocketAuthMiddleware:
             if name == b"cookie":
                 cookies = parse_cookie(value.decode("latin1"))
             elif name == b"origin":
-                raw_origin = value.decode("latin1")
+                raw_origin = value
                 try:
-                    origin = urlparse(raw_origin)
+                    origin = urlparse(value.decode("latin1"))
                 except (UnicodeDecodeError, ValueError):
                     origin = None
         if not self._origins.valid_origin(origin):
-            self._refused(scope, raw_origin)
-            return await WebsocketDenier()(scope, receive, send)
+            from .metrics import recorder
+
+            recorder().handshake(403)
+            logger.warning(
+                "Refused websocket %s with 403: origin %s is not allowed (allowed: %s); "
+                "add it to WS4REDIS_ALLOWED_ORIGINS, or its host to ALLOWED_HOSTS",
+                describe_socket(scope),
+                "(none sent)" if raw_origin is None else repr(escaped(raw_origin)),
+                ", ".join(self._allowed) or "nothing: ALLOWED_HOSTS is empty",
+            )
+            return None
         scope = dict(scope, cookies=cookies)
+        anonymous = False
         if "session" not in scope:
             engine = import_module(settings.SESSION_ENGINE)
-            scope["session"] = engine.SessionStore(cookies.get(settings.SESSION_COOKIE_NAME))
+            key = cookies.get(settings.SESSION_COOKIE_NAME)
+            scope["session"] = engine.SessionStore(key)
+            # A session without a key is empty in every engine: nobody is
+            # logged in, and get_user's thread hop (most of an anonymous
+            # handshake's wait) would only say so.
+            anonymous = not key
         if "user" not in scope:
             user = UserLazyObject()
-            user._wrapped = await get_user(scope)
+            if anonymous:
+                # Imported here: the module must import before the app registry is ready.
+                from django.contrib.auth.models import AnonymousUser
+
+                user._wrapped = AnonymousUser()
+            else:
+                user._wrapped = await get_user(scope)
             scope["user"] = user
-        return await self.inner(scope, receive, send)
+        return scope
 
-    def _refused(self, scope: Any, origin: str | None) -> None:
-        from .metrics import recorder
 
-        recorder().handshake(403)
-        client = (scope.get("client") or ("?", 0))[0]
-        # repr() escapes what a client sent: no forged log lines.
-        logger.warning(
-            "Refused websocket %r from %s with 403: origin %s is not allowed (allowed: %s); "
-            "add it to WS4REDIS_ALLOWED_ORIGINS, or its host to ALLOWED_HOSTS",
-            scope.get("path", ""),
-            client,
-            "(none sent)" if origin is None else repr(origin[:200]),
-            ", ".join(self._allowed) or "(nothing: ALLOWED_HOSTS is empty)",
-        )
+async def _refuse(receive: Any, send: Any, code: CloseCode) -> None:
+    """Answer a websocket with ``code``: accept it, then close it with the code's reason."""
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": int(code), "reason": CLOSE_REASONS[code]})

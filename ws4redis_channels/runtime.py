@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -16,10 +17,11 @@ from . import accelerator
 from .accelerator import on_server_shutdown
 from .bridge import Bridge
 from .conf import DEFAULTS, conf
-from .connection import async_client, parse_target
+from .connection import async_client, follow_master, parse_target
 from .metrics import recorder
 from .registry import Heartbeat
 from .relay import LayerRelay
+from .sentinel import Master
 
 __all__ = ["current_bridge", "current_relay", "shutdown"]
 
@@ -34,19 +36,22 @@ def _new_bridge() -> Bridge:
         parse_target(conf.WS4REDIS_CONNECTION),
         connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
         outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+        history_ttl=conf.WS4REDIS_HISTORY_TTL,
     )
+    _follow_master(bridge)
     if layer is not None:
         relay = LayerRelay(layer, bridge.deliver_local)
         bridge.set_watcher(relay.watch)
         bridge.relay = relay
     # Every few seconds: the status report to Redis, and the metrics' sums.
     interval = conf.WS4REDIS_STATUS_INTERVAL
+    bridge_ref = weakref.ref(bridge)  # the heartbeat must not keep the bridge alive
     bridge.heartbeat = Heartbeat(
         async_client(bridge.target),
         conf.WS4REDIS_PREFIX,
-        lambda: status_of(bridge),
+        lambda: status_of(bridge_ref()),
         interval=interval if interval > 0 else DEFAULTS["WS4REDIS_STATUS_INTERVAL"],
-        on_tick=lambda: _tick(bridge),
+        on_tick=lambda: _tick(bridge_ref()),
         report=interval > 0,
     )
     bridge.heartbeat.start()
@@ -66,8 +71,10 @@ def accelerations() -> dict[str, bool]:
         return {}
 
 
-def status_of(bridge: Bridge) -> dict[str, Any]:
+def status_of(bridge: Bridge | None) -> dict[str, Any]:
     """Return what the status report says about ``bridge`` (see registry.ProcessReport)."""
+    if bridge is None:
+        return {}
     health = bridge.health
     return {
         "sockets": len(bridge.members()),
@@ -82,11 +89,31 @@ def status_of(bridge: Bridge) -> dict[str, Any]:
     }
 
 
-def _tick(bridge: Bridge) -> None:
+def _tick(bridge: Bridge | None) -> None:
+    if bridge is None:
+        return
     bridge.health.tick()
     metrics = recorder()
     metrics.accelerations(accelerations())
     metrics.flush()
+
+
+def _follow_master(bridge: Bridge) -> None:
+    """With Sentinel, move the bridge to a new master as soon as Sentinel names it."""
+    loop = asyncio.get_running_loop()
+    bridge_ref = weakref.ref(bridge)
+
+    def moved(master: Master) -> None:
+        target = bridge_ref()
+        if target is None or loop.is_closed():
+            stop()
+            return
+        try:
+            loop.call_soon_threadsafe(target.follow_master, master.address)
+        except RuntimeError:  # the loop closed meanwhile
+            stop()
+
+    stop = follow_master(bridge.target, moved)
 
 
 async def _going_away(bridge: Bridge) -> None:
