@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# `make run`: the demo on http://127.0.0.1:8000/ with a private Redis of its own.
+# PORT=8001 HOST=0.0.0.0 change where it listens; REDIS_URL=redis://host:port/db uses
+# that Redis instead, with the channel prefix WS4REDIS_PREFIX (default "demo").
 run: install
 	$(BIN)/python -m testproject.serve
 

@@ -48,6 +48,7 @@ from .frames import Batch, make_message
 from .intake import current_intake
 from .limits import PublishLimits, identity_key, process_limits
 from .logs import describe_socket, escaped
+from .metrics import recorder
 from .names import Audience, Target, channel_for, validate_facility
 from .outlet import Outlet
 from .positions import Position, channel_label, parse_since, wants_positions
@@ -147,6 +148,7 @@ class WebsocketConsumer(_LeanConsumer):
         # Whom the publish limits count this socket's frames against (limits.py).
         self._publisher = ""
         self._protocol: Any = None  # daphne's, when there is one (accelerator.py)
+        self._open = False  # counted in the open sockets gauge
 
     # -- handshake ----------------------------------------------------------
 
@@ -157,10 +159,12 @@ class WebsocketConsumer(_LeanConsumer):
             logger.warning(
                 "Refused websocket %s with 403: %s", self._where(), escaped(exc or "denied", 500)
             )
+            recorder().handshake(403)
             await self.close()  # before accept: daphne answers 403
             return
         except ImproperlyConfigured as exc:
             logger.error("Refused websocket %s with 403: %s", self._where(), escaped(exc, 500))
+            recorder().handshake(403)
             await self.close()
             return
         except _Refusal as refusal:
@@ -257,6 +261,10 @@ class WebsocketConsumer(_LeanConsumer):
         await self.accept(_subprotocol(self.scope))
         self._accepted = True
         self._outlet.release()
+        metrics = recorder()
+        metrics.handshake(None)
+        metrics.socket_opened()
+        self._open = True
         # Frames sent before the client's close are published before it is answered.
         self._close_gate = CloseGate.install(self.base_send)
         # A message in 1-byte fragments must not cost 40 bytes of memory per byte.
@@ -327,6 +335,7 @@ class WebsocketConsumer(_LeanConsumer):
         if self._closing:
             return
         self._closing = True
+        recorder().handshake(int(code))
         self._leave()
         if not self._accepted:
             self._accepted = True
@@ -392,6 +401,7 @@ class WebsocketConsumer(_LeanConsumer):
                 expire,
                 echo=self.echo,
             )
+            recorder().published(len(self.publish_channels), "socket")
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             await self._close_with(CloseCode.REDIS_UNAVAILABLE, f"publishing failed: {exc!r}")
 
@@ -406,7 +416,11 @@ class WebsocketConsumer(_LeanConsumer):
             await self._close_with(CloseCode.RATE_LIMITED, f"heartbeats: {refused}")
             return
         if self._outlet is not None:
-            self._outlet.deliver(Batch([make_message(heartbeat.encode("utf-8"))]))
+            try:
+                self._outlet.deliver(Batch([make_message(heartbeat.encode("utf-8"))]))
+            except Exception as exc:
+                # The client closed right after its heartbeat: nothing is wrong.
+                logger.debug("Heartbeat reply to %s not sent: %r", self._where(), exc)
 
     # -- closing ------------------------------------------------------------
 
@@ -418,6 +432,7 @@ class WebsocketConsumer(_LeanConsumer):
         )
         self._closing = True
         self._leave()
+        recorder().closed(int(code))
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -437,6 +452,9 @@ class WebsocketConsumer(_LeanConsumer):
             self._close_gate = None
 
     def _leave(self) -> None:
+        if self._open:
+            self._open = False
+            recorder().socket_closed()
         if self._bridge is not None and self._outlet is not None:
             self._bridge.leave(self._outlet, self.subscribe_channels)
             self._outlet.stop()
@@ -481,6 +499,7 @@ class NoRouteConsumer(_LeanConsumer):
             "Closing websocket %s with 4404: no websocket endpoint at this path",
             describe_socket(self.scope),
         )
+        recorder().handshake(int(CloseCode.NOT_FOUND))
         await self.accept(_subprotocol(self.scope))
         await self.close(code=int(CloseCode.NOT_FOUND), reason=CLOSE_REASONS[CloseCode.NOT_FOUND])
 

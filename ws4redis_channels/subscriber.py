@@ -161,6 +161,9 @@ class Subscriber:
         self.dropped_by_redis = 0
         #: Of those, how many Redis confirmed were for the pub/sub output buffer limit.
         self.output_buffer_drops = 0
+        # Why the last attempt failed (None after a lost connection): the owner
+        # explains it to users (a wrong password is not a timeout).
+        self.last_error: BaseException | None = None
         # Where the current connection goes; set to cut a backoff short.
         self._address: tuple[str, int] | str | None = None
         self._hurry = asyncio.Event()
@@ -297,8 +300,10 @@ class Subscriber:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.last_error = exc
                 self._down(f"cannot connect: {exc!r}")
             else:
+                self.last_error = None
                 self.backoff.reset()
                 self._connected.set()
                 if self._closed_by_peer:
