@@ -99,6 +99,8 @@ WEBSOCKET_URL = "/ws/"
 WS4REDIS_CONNECTION = REDIS_URL
 WS4REDIS_EXPIRE = int(os.environ.get("WS4REDIS_EXPIRE", "3600"))
 WS4REDIS_PREFIX = os.environ.get("WS4REDIS_PREFIX", "")
+# Keep the last 100 messages of each channel: pages resume after a reconnect.
+WS4REDIS_HISTORY_SIZE = int(os.environ.get("WS4REDIS_HISTORY_SIZE", "100"))
 WS4REDIS_HEARTBEAT = "--heartbeat--"
 # The demo chat: anyone, anonymous visitors too, may publish-broadcast on "chat".
 WS4REDIS_OPEN_FACILITIES = ["chat"]

@@ -32,6 +32,7 @@ def _new_bridge() -> Bridge:
         parse_target(conf.WS4REDIS_CONNECTION),
         connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
         outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+        history_ttl=conf.WS4REDIS_HISTORY_TTL,
     )
     _follow_master(bridge)
     if layer is not None:
