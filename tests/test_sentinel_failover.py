@@ -12,7 +12,6 @@ JSON lines (docs/howto/sentinel.rst quotes them).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import time
@@ -36,8 +35,6 @@ PACE = 0.02
 # Delivery must resume this soon after the first +switch-master: well before the
 # ~10 s after which Sentinel demotes the old master (and its connections drop).
 RESUME_BOUND = 5.0
-# Replay compares stored-message versions, not bytes (the positions work).
-VERSIONED_REPLAY = importlib.util.find_spec("ws4redis_channels.positions") is not None
 
 
 @pytest.fixture
@@ -218,14 +215,6 @@ async def _run_failover(
     # channels-redis logs its own reconnects with tracebacks; ours are single lines.
     assert "/ws4redis_channels/" not in server.log()
     # No socket got a message twice, nor an older stored message after newer ones.
-    if disordered and not VERSIONED_REPLAY:
-        pytest.xfail(
-            f"{len(disordered)} of {SOCKETS} sockets got an older stored message after newer "
-            f"ones, e.g. {_around_disorder(disordered[0].numbers())}: publications the old "
-            "master took during the switch reached them, and the catch-up compares the new "
-            "master's older stored message by bytes; needs stored-message versions "
-            "(ws4redis_channels.positions)"
-        )
     assert len(disordered) == 0, (
         f"{len(disordered)} of {SOCKETS} sockets received messages out of order, e.g. "
         f"{_around_disorder(disordered[0].numbers())}"
