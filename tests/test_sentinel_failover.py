@@ -160,11 +160,8 @@ async def _run_failover(
             def resumed(reader: Reader) -> bool:
                 return any(k > attempted_at_switch[reader.facility] for k in reader.numbers())
 
-            await asyncio.gather(*(r.wait_for(resumed, RESUME_BOUND) for r in readers))
-            assert switch.switched_at is not None
-            resume = max(
-                next(t for k, t in r.got if k > attempted_at_switch[r.facility]) for r in readers
-            )
+            # (Whether these came from the new master is checked below.)
+            await asyncio.gather(*(r.wait_for(resumed, 4 * TIMEOUT) for r in readers))
             if scenario == "manual":
                 # The old master is demoted and discards what it took meanwhile.
                 await switch.demoted(4 * TIMEOUT)
@@ -189,12 +186,25 @@ async def _run_failover(
             await reader.ws.close()
 
     new_master = redis.Redis(port=new_port)
+    kept = {key.decode() for key in new_master.keys("n*:fail*")}
     lost = {
-        ledger.facility: [
-            k for k in ledger.published if not new_master.exists(f"n{k}:{ledger.facility}")
-        ]
+        ledger.facility: [k for k in ledger.published if f"n{k}:{ledger.facility}" not in kept]
         for ledger in ledgers
     }
+    # Delivery resumed when each socket got a publication made after the
+    # switch that the new master kept (not one the old master took and lost).
+    assert switch is not None and switch.switched_at is not None
+    resume = max(
+        next(
+            (
+                t
+                for k, t in r.got
+                if k > attempted_at_switch[r.facility] and f"n{k}:{r.facility}" in kept
+            ),
+            float("inf"),
+        )
+        for r in readers
+    )
     twice = [r for r in readers if len(set(r.numbers())) != len(r.numbers())]
     older = [r for r in readers if _older_after_newer(r.numbers())]
     disordered = [r for r in readers if r.numbers() != sorted(set(r.numbers()))]
@@ -212,6 +222,7 @@ async def _run_failover(
     new_master.close()
     # The publisher never reported success for a write the failover discarded.
     assert lost == {ledger.facility: [] for ledger in ledgers}
+    assert resume - switch.switched_at < RESUME_BOUND
     # channels-redis logs its own reconnects with tracebacks; ours are single lines.
     assert "/ws4redis_channels/" not in server.log()
     # No socket got a message twice, nor an older stored message after newer ones.
