@@ -303,7 +303,8 @@ def _drop_async_connections(
 def _drop_sync_connections(pool: Any) -> Any:
     def listener(master: Master) -> None:
         # A connection to the old master that is given back is closed, not reused.
-        pool.proxy.master_address = master.address
+        # (redis-py 5.1+ keeps the address on a proxy object; older, on the pool.)
+        getattr(pool, "proxy", pool).master_address = master.address
         pool.disconnect()
 
     return listener
