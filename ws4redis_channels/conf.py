@@ -74,10 +74,18 @@ class Settings:
     def WS4REDIS_CONNECTION(self) -> str | Mapping[str, Any]:
         value = _get("WS4REDIS_CONNECTION")
         if isinstance(value, str):
-            if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            schemes = (
+                "redis://",
+                "rediss://",
+                "unix://",
+                "redis+sentinel://",
+                "redis+cluster://",
+                "rediss+cluster://",
+            )
+            if not value.startswith(schemes):
                 raise ImproperlyConfigured(
-                    "WS4REDIS_CONNECTION must be a redis://, rediss://, unix:// or "
-                    f"redis+sentinel:// URL, or a dict; got {value!r}"
+                    "WS4REDIS_CONNECTION must be a redis://, rediss://, unix://, "
+                    f"redis+sentinel:// or redis+cluster:// URL, or a dict; got {value!r}"
                 )
             return value
         if not isinstance(value, Mapping):
