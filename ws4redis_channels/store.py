@@ -11,16 +11,25 @@ The same Lua code runs two ways:
       FCALL ws4redis_publish 1 _broadcast_:foobar "Hello" 3600
 
 A bare ``PUBLISH`` is live-only: nothing is stored, nothing is replayed.
+
+On a Redis Cluster the app publishes with ``SPUBLISH`` (sharded pub/sub),
+one channel per call (a script's keys must share a slot), and the function
+chooses ``SPUBLISH`` by itself when it runs on a cluster node::
+
+    redis-cli -c FCALL ws4redis_publish 1 _broadcast_:foobar "Hello" 3600
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections.abc import Sequence
 
 import redis
 import redis.asyncio
+
+from .connection import is_cluster
 
 __all__ = [
     "FUNCTION_LIBRARY",
@@ -41,17 +50,24 @@ FUNCTION_NAME = "ws4redis_publish"
 _BODY = """
 local message = ARGV[1]
 local expire = tonumber(ARGV[2]) or 0
+local command = ARGV[3]
+if command ~= 'PUBLISH' and command ~= 'SPUBLISH' then
+  -- Called without a choice (FCALL from another language): sharded pub/sub on a cluster.
+  local info = redis.call('INFO', 'cluster')
+  command = string.find(info, 'cluster_enabled:1', 1, true) and 'SPUBLISH' or 'PUBLISH'
+end
 local receivers = 0
 for _, channel in ipairs(KEYS) do
   if expire > 0 then
     redis.call('SET', channel, message, 'EX', expire)
   end
-  receivers = receivers + redis.call('PUBLISH', channel, message)
+  receivers = receivers + redis.call(command, channel, message)
 end
 return receivers
 """
 
-#: KEYS: the channels; ARGV[1]: the message; ARGV[2]: seconds to keep it (0: don't store).
+#: KEYS: the channels; ARGV[1]: the message; ARGV[2]: seconds to keep it (0: don't store);
+#: ARGV[3]: ``PUBLISH`` or ``SPUBLISH`` (absent: ``SPUBLISH`` on a cluster node).
 PUBLISH_SCRIPT = _BODY.strip() + "\n"
 
 #: The function library loaded with ``FUNCTION LOAD REPLACE`` (Redis 7+).
@@ -98,7 +114,12 @@ def publish(client: redis.Redis, channels: Sequence[str], message: bytes, expire
         return 0
     if client not in _functions_loaded:
         _functions_loaded[client] = load_function(client)
-    return int(_script(client)(keys=list(channels), args=[message, max(expire, 0)]))
+    script = _script(client)
+    if is_cluster(client):
+        # The cluster client sends each call to the primary of its channel.
+        args: list[bytes | int | str] = [message, max(expire, 0), "SPUBLISH"]
+        return sum(int(script(keys=[channel], args=args)) for channel in channels)
+    return int(script(keys=list(channels), args=[message, max(expire, 0), "PUBLISH"]))
 
 
 async def apublish(
@@ -109,7 +130,12 @@ async def apublish(
         return 0
     if client not in _functions_loaded:
         _functions_loaded[client] = await aload_function(client)
-    return int(await _ascript(client)(keys=list(channels), args=[message, max(expire, 0)]))
+    script = _ascript(client)
+    if is_cluster(client):
+        args: list[bytes | int | str] = [message, max(expire, 0), "SPUBLISH"]
+        counts = await asyncio.gather(*(script(keys=[ch], args=args) for ch in channels))
+        return sum(int(count) for count in counts)
+    return int(await script(keys=list(channels), args=[message, max(expire, 0), "PUBLISH"]))
 
 
 def fetch(client: redis.Redis, channel: str) -> bytes | None:
