@@ -32,9 +32,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
 from . import store
-from .connection import RedisTarget, async_client, resolve_address, ssl_context
+from .connection import RedisTarget, async_client, is_cluster, resolve_address, ssl_context
 from .exceptions import RedisUnavailable
 from .resp import Parser, ReplyError, Value, encode_command
+from .slots import Node, key_slot
 from .transport import encode_frame
 
 __all__ = ["Batch", "Bridge", "Outbound", "Sink", "make_message"]
@@ -201,6 +202,13 @@ class _SubscriberProtocol(asyncio.Protocol):
             self.lost.set_result(None)
 
 
+# (message, subscribe, unsubscribe) frames, and the commands, of classic and sharded pub/sub.
+_CLASSIC_KINDS = (b"message", b"subscribe", b"unsubscribe", "SUBSCRIBE", "UNSUBSCRIBE")
+_SHARDED_KINDS = (b"smessage", b"ssubscribe", b"sunsubscribe", "SSUBSCRIBE", "SUNSUBSCRIBE")
+# Answers of a cluster node to an SSUBSCRIBE for a slot it does not serve (now).
+_REDIRECTS = ("MOVED ", "ASK ")
+
+
 class Bridge:
     """One Redis subscription per process, shared by all of its websockets."""
 
@@ -214,8 +222,19 @@ class Bridge:
         *,
         connect_timeout: float = 5.0,
         outage_timeout: float = 30.0,
+        node: Node | None = None,
+        on_moved: Callable[[Bridge, list[bytes]], None] | None = None,
+        on_down: Callable[[Bridge], None] | None = None,
     ) -> None:
         self.target = target
+        # A shard bridge of a Redis Cluster (see router.py): one primary,
+        # sharded pub/sub, and the router is told when channels leave the node.
+        self.node = node
+        self._sharded = node is not None
+        self._kinds = _SHARDED_KINDS if self._sharded else _CLASSIC_KINDS
+        self._message_kind = self._kinds[0]
+        self._on_moved = on_moved
+        self._on_down_hook = on_down
         self.connect_timeout = connect_timeout
         self.outage_timeout = outage_timeout
         # Told when a channel gains its first or loses its last local socket.
@@ -383,7 +402,7 @@ class Bridge:
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:
             if any(ch.requested for ch in self._channels.values()):
-                protocol.transport.write(encode_command("UNSUBSCRIBE"))
+                protocol.transport.write(encode_command(self._kinds[4]))
             protocol.transport.close()
         self._runner.cancel()
         await asyncio.gather(self._runner, *self._background, return_exceptions=True)
@@ -404,7 +423,7 @@ class Bridge:
         if ch.requested:
             ch.requested = False
             if self._connected.is_set():
-                self._write(encode_command("UNSUBSCRIBE", ch.key))
+                self._write(encode_command(self._kinds[4], ch.key))
         if ch.pending_subs == 0:
             self._forget(ch)
 
@@ -417,6 +436,17 @@ class Bridge:
         ch.waiters.clear()
 
     def _subscribe(self, channels: list[_Channel]) -> None:
+        if self._sharded:
+            # SSUBSCRIBE takes the channels of one slot at a time.
+            by_slot: dict[int, list[_Channel]] = {}
+            for ch in channels:
+                by_slot.setdefault(key_slot(ch.key), []).append(ch)
+            for group in by_slot.values():
+                for ch in group:
+                    ch.requested = True
+                    ch.pending_subs += 1
+                self._write(encode_command("SSUBSCRIBE", *(ch.key for ch in group)))
+            return
         for start in range(0, len(channels), SUBSCRIBE_CHUNK):
             chunk = channels[start : start + SUBSCRIBE_CHUNK]
             for ch in chunk:
@@ -470,7 +500,7 @@ class Bridge:
             keys = list(dict.fromkeys(key for join in batch for key in join.keys))
             try:
                 await self._confirmed(keys)
-                values: list[Any] = await async_client(self.target).mget(keys) if keys else []
+                values = await self._stored(keys)
                 await self._request("PING")  # every message published before the MGET is here now
             except Exception as exc:
                 for join in batch:
@@ -482,6 +512,15 @@ class Bridge:
                 if not join.future.done():
                     self._finish_join(join, stored)
                     join.future.set_result(None)
+
+    async def _stored(self, keys: list[bytes]) -> list[Any]:
+        if not keys:
+            return []
+        client = async_client(self.target)
+        if is_cluster(client):
+            # Channels of different slots: one GET per slot, pipelined per node.
+            return await client.mget_nonatomic(keys)  # type: ignore[attr-defined, no-any-return]
+        return await client.mget(keys)
 
     def _finish_join(self, join: _Join, stored: dict[bytes, bytes | None]) -> None:
         sink = join.sink
@@ -503,10 +542,11 @@ class Bridge:
     def _on_value(self, value: Value) -> None:
         if type(value) is list and value:
             kind = value[0]
-            if kind == b"message":
+            kinds = self._kinds
+            if kind == kinds[0]:
                 self._fanout(value[1], [value[2]])  # type: ignore[list-item, arg-type]
                 return
-            if kind == b"subscribe":
+            if kind == kinds[1]:
                 ch = self._channels.get(value[1])  # type: ignore[arg-type]
                 if ch is not None and ch.pending_subs:
                     ch.pending_subs -= 1
@@ -519,8 +559,12 @@ class Bridge:
                                     waiter.set_result(None)
                             ch.waiters.clear()
                 return
-            if kind == b"unsubscribe":
+            if kind == kinds[2]:
+                if self._sharded:
+                    self._unsubscribed(value[1])  # type: ignore[arg-type]
                 return
+        if self._sharded and isinstance(value, ReplyError) and self._redirected(value):
+            return
         # PING replies ([b"pong", b""] when subscribed, b"PONG" otherwise),
         # AUTH and CLIENT SETNAME replies, errors.
         if self._replies:
@@ -538,8 +582,9 @@ class Bridge:
         channel are fanned out together."""
         run_key: bytes | None = None
         run: list[bytes] = []
+        message_kind = self._message_kind
         for value in values:
-            if type(value) is list and value and value[0] == b"message":
+            if type(value) is list and value and value[0] == message_kind:
                 key = value[1]
                 if key != run_key:
                     if run:
@@ -606,7 +651,7 @@ class Bridge:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _connect(self) -> _SubscriberProtocol:
-        address = await resolve_address(self.target)
+        address = self.node if self.node is not None else await resolve_address(self.target)
         loop = self._loop
         if isinstance(address, str):
             _, protocol = await loop.create_unix_connection(
@@ -734,6 +779,8 @@ class Bridge:
         self._joins.clear()
         if self._closed:
             return
+        if self._on_down_hook is not None:
+            self._on_down_hook(self)
         if self._down_since is None:
             self._down_since = self._loop.time()
             level = logging.WARNING if was_up else logging.ERROR
@@ -760,3 +807,91 @@ class Bridge:
                 sink.redis_lost()
             except Exception:
                 logger.exception("Closing a socket after the Redis outage failed")
+
+    # -- a shard bridge of a Redis Cluster (driven by router.ClusterBridge) --------
+
+    def _unsubscribed(self, key: bytes) -> None:
+        """A ``sunsubscribe`` arrived: ours, or the node's after the slot moved away."""
+        ch = self._channels.get(key)
+        if ch is None or not ch.requested or ch.pending_subs:
+            return  # the answer to our own SUNSUBSCRIBE
+        ch.requested = False
+        if self._on_moved is not None:
+            self._on_moved(self, [key])
+
+    def _redirected(self, error: ReplyError) -> bool:
+        """Handle an error answering an SSUBSCRIBE; return False if it answers something else."""
+        text = str(error)
+        if text.startswith(_REDIRECTS):
+            slot = int(text.split()[1])
+            moved = []
+            for ch in self._channels.values():
+                if ch.pending_subs and key_slot(ch.key) == slot:
+                    ch.pending_subs -= 1
+                    ch.requested = False
+                    moved.append(ch.key)
+            if moved and self._on_moved is not None:
+                self._on_moved(self, moved)
+            return True
+        if text.startswith(("CLUSTERDOWN", "TRYAGAIN", "CROSSSLOT")):
+            # Which subscription failed is unknown: start over on a new connection.
+            logger.warning("Redis refused a sharded subscription (%s); reconnecting", text)
+            protocol = self._protocol
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.abort()
+            return True
+        return False
+
+    def holds(self, key: bytes) -> bool:
+        """Whether a local socket needs ``key`` here (joined or joining)."""
+        ch = self._channels.get(key)
+        return ch is not None and ch.wanted
+
+    def keys(self) -> list[bytes]:
+        """Return every channel a local socket needs here."""
+        return [key for key, ch in self._channels.items() if ch.wanted]
+
+    def detach(self, key: bytes) -> tuple[list[Sink], bytes | None]:
+        """Hand over ``key`` and its sockets (to another shard); return them and the
+        last payload they got."""
+        ch = self._channels.pop(key, None)
+        if ch is None:
+            return [], None
+        sinks = list(dict.fromkeys([*ch.sinks, *ch.joining]))
+        if ch.requested and self._connected.is_set():
+            self._write(encode_command(self._kinds[4], key))
+        ch.requested = False
+        for waiter in ch.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        ch.waiters.clear()
+        # A socket without channels left here is no longer this shard's to close.
+        for sink in sinks:
+            if not any(sink in c.sinks or sink in c.joining for c in self._channels.values()):
+                self._members.pop(sink, None)
+        return sinks, ch.last
+
+    def adopt(self, key: bytes, sinks: list[Sink], last: bytes | None) -> None:
+        """Take over ``key`` and its sockets from another shard, as after a reconnect:
+        the stored message is caught up unless it is ``last``."""
+        if not sinks:
+            return
+        ch = self._channels.get(key)
+        if ch is None:
+            ch = self._channels[key] = _Channel(key)
+            ch.last = last
+        for sink in sinks:
+            ch.joining.setdefault(sink, [])
+            self._members[sink] = None
+        if not self._connected.is_set():
+            # Everything wanted is subscribed and caught up once connected.
+            self._ever_connected = True
+            return
+        if not ch.requested:
+            self._subscribe([ch])
+        for sink in sinks:
+            future: asyncio.Future[None] = self._loop.create_future()
+            future.add_done_callback(_consume_exception)
+            self._joins.append(_Join(sink, [key], future, catch_up=True))
+        if self._join_task is None or self._join_task.done():
+            self._join_task = self._loop.create_task(self._process_joins())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from channels.layers import get_channel_layer
 
@@ -15,6 +16,7 @@ from .bridge import Bridge
 from .conf import conf
 from .connection import parse_target
 from .layer import LayerRelay
+from .router import ClusterBridge
 from .transport import on_server_shutdown
 
 __all__ = ["current_bridge", "current_relay", "shutdown"]
@@ -26,11 +28,23 @@ def _new_bridge() -> Bridge:
     relay: LayerRelay | None = None
     alias = conf.WS4REDIS_CHANNEL_LAYER
     layer = get_channel_layer(alias) if alias else None
-    bridge = Bridge(
-        parse_target(conf.WS4REDIS_CONNECTION),
-        connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
-        outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
-    )
+    target = parse_target(conf.WS4REDIS_CONNECTION)
+    if target.cluster:
+        # A bridge per shard primary behind the same API (see router.py).
+        bridge = cast(
+            Bridge,
+            ClusterBridge(
+                target,
+                connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
+                outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+            ),
+        )
+    else:
+        bridge = Bridge(
+            target,
+            connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
+            outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+        )
     if layer is not None:
         relay = LayerRelay(layer, bridge.deliver_local)
         bridge.set_watcher(relay.watch)
