@@ -847,7 +847,7 @@ class Bridge:
         ch = self._channels.get(key)
         return ch is not None and ch.wanted
 
-    def keys(self) -> list[bytes]:
+    def channel_keys(self) -> list[bytes]:
         """Return every channel a local socket needs here."""
         return [key for key, ch in self._channels.items() if ch.wanted]
 

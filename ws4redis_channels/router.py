@@ -329,16 +329,16 @@ class ClusterBridge:
 
     def _settled(self, slots: SlotMap) -> bool:
         for node, bridge in self._shards.items():
-            if not bridge.connected and bridge.keys():
+            if not bridge.connected and bridge.channel_keys():
                 return False
-            for key in bridge.keys():
+            for key in bridge.channel_keys():
                 if slots.node_for(key) != node:
                     return False
         return True
 
     def _relocate(self, slots: SlotMap) -> None:
         for node, bridge in list(self._shards.items()):
-            for key in bridge.keys():
+            for key in bridge.channel_keys():
                 owner = slots.node_for(key)
                 if owner is None or owner == node:
                     continue
@@ -347,7 +347,7 @@ class ClusterBridge:
                 self._shard(owner).adopt(key, sinks, last)
         primaries = set(slots.primaries())
         for node, bridge in list(self._shards.items()):
-            if not bridge.keys() and node not in primaries:
+            if not bridge.channel_keys() and node not in primaries:
                 # A replaced primary: stop reconnecting to it.
                 del self._shards[node]
                 task = self._loop.create_task(bridge.close())
