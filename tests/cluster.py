@@ -75,14 +75,21 @@ class RedisCluster:
                 "0",
             )
             self.nodes.append(node.start())
-        self.redis_cli(
-            "--cluster",
-            "create",
-            *(f"127.0.0.1:{port}" for port in self.ports),
-            "--cluster-replicas",
-            str(self.replicas),
-            "--cluster-yes",
-        )
+        if self.primaries >= 3:
+            self.redis_cli(
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            )
+        else:
+            # redis-cli creates clusters of three primaries or more; the
+            # benchmark's one-shard baseline is assigned by hand.
+            if self.primaries != 1 or self.replicas:
+                raise ValueError("use one primary without replicas, or three primaries or more")
+            self.client(self.ports[0]).execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
         self.wait_until_ok(timeout)
         return self
 

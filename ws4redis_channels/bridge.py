@@ -306,7 +306,7 @@ class Bridge:
         Redis is known to be down or does not answer within the timeout.
         """
         if self._down_since is not None:
-            raise RedisUnavailable(f"Redis at {self.target.describe()} is unreachable")
+            raise RedisUnavailable(f"Redis at {self._where()} is unreachable")
         self._members[sink] = None
         keys = list(dict.fromkeys(c.encode() for c in channels))
         if not keys:
@@ -330,7 +330,7 @@ class Bridge:
             self.leave(sink, channels)
             if isinstance(exc, (asyncio.TimeoutError, ConnectionError, OSError, ReplyError)):
                 raise RedisUnavailable(
-                    f"Redis at {self.target.describe()} did not answer in time: {exc!r}"
+                    f"Redis at {self._where()} did not answer in time: {exc!r}"
                 ) from exc
             raise
 
@@ -470,7 +470,7 @@ class Bridge:
     async def _request(self, *command: str | bytes | int) -> Value:
         """Send a command whose reply is not a pub/sub frame (AUTH, PING...)."""
         if not self._connected.is_set():
-            raise RedisUnavailable(f"Redis at {self.target.describe()} is not connected")
+            raise RedisUnavailable(f"Redis at {self._where()} is not connected")
         future: asyncio.Future[Value] = self._loop.create_future()
         self._replies.append(future)
         self._write(encode_command(*command))
@@ -709,7 +709,7 @@ class Bridge:
         if self._down_since is not None:
             logger.warning(
                 "Reconnected to Redis at %s after %.1fs; resubscribing %d channels",
-                self.target.describe(),
+                self._where(),
                 self._loop.time() - self._down_since,
                 len(self._channels),
             )
@@ -757,7 +757,7 @@ class Bridge:
         self._connected.clear()
         self._protocol = None
         self._outbox.clear()
-        error = RedisUnavailable(f"Redis at {self.target.describe()}: {reason}")
+        error = RedisUnavailable(f"Redis at {self._where()}: {reason}")
         while self._replies:
             future = self._replies.popleft()
             if not future.done():
@@ -787,7 +787,7 @@ class Bridge:
             logger.log(
                 level,
                 "Redis at %s is unreachable (%s); retrying, sockets closed with 4503 after %ss",
-                self.target.describe(),
+                self._where(),
                 reason,
                 self.outage_timeout,
             )
@@ -798,7 +798,7 @@ class Bridge:
         sinks = self.members()
         logger.error(
             "Redis at %s unreachable for %ss; closing %d sockets with 4503",
-            self.target.describe(),
+            self._where(),
             self.outage_timeout,
             len(sinks),
         )
@@ -809,6 +809,11 @@ class Bridge:
                 logger.exception("Closing a socket after the Redis outage failed")
 
     # -- a shard bridge of a Redis Cluster (driven by router.ClusterBridge) --------
+
+    def _where(self) -> str:
+        if self.node is not None:
+            return f"{self.node[0]}:{self.node[1]} (node of {self.target.describe()})"
+        return self.target.describe()
 
     def _unsubscribed(self, key: bytes) -> None:
         """A ``sunsubscribe`` arrived: ours, or the node's after the slot moved away."""
