@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test test-fast test-django42 lint format bench bench-quick docs clean
+.PHONY: install run test test-fast test-django42 lint format bench bench-quick chaos chaos-quick docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ bench: install
 bench-quick: install
 	$(BIN)/python -m pip install -q -r tests/bench/requirements.txt
 	$(BIN)/python -m tests.bench --quick $(BENCH_ARGS)
+
+# Fault injection with published figures: writes docs/topics/faults-table.rst.
+chaos: install
+	$(BIN)/python -m tests.chaos --write-docs $(CHAOS_ARGS)
+
+chaos-quick: install
+	$(BIN)/python -m tests.chaos --quick $(CHAOS_ARGS)
 
 # Warnings are errors; -n reports every reference that does not resolve.
 docs: install

@@ -93,7 +93,7 @@ def daphne_factory(redis_server: RedisServer) -> Iterator[Any]:
 async def _close_bridge() -> AsyncIterator[None]:
     """Close the bridge of the test's event loop, if the test created one."""
     yield
-    from ws4redis_channels.process import shutdown
+    from ws4redis_channels.runtime import shutdown
 
     await shutdown()
 

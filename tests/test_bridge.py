@@ -12,9 +12,10 @@ import redis
 from testproject.redis_server import RedisServer, free_port
 from tests.conftest import TIMEOUT
 from ws4redis_channels import store
-from ws4redis_channels.bridge import Batch, Bridge
+from ws4redis_channels.bridge import Bridge
 from ws4redis_channels.connection import async_client, parse_target
 from ws4redis_channels.exceptions import RedisUnavailable
+from ws4redis_channels.frames import Batch
 
 
 class Collect:
@@ -235,8 +236,8 @@ async def test_a_consumer_cancelled_during_its_handshake_leaves_nothing_behind(r
     """The server may cancel a consumer at any await; its socket must not stay joined."""
     from channels.testing import WebsocketCommunicator
 
-    from ws4redis_channels.process import current_bridge
     from ws4redis_channels.routing import websocket_application
+    from ws4redis_channels.runtime import current_bridge
 
     communicator = WebsocketCommunicator(
         websocket_application(),

@@ -15,6 +15,11 @@ A cluster target's command clients are redis-py ``RedisCluster`` instances
 the commands the app uses have the same signatures. Use :func:`is_cluster`
 where the two differ (multi-key commands, pipelines, pub/sub).
 
+Errors of the Redis client are re-raised at this boundary as the app's own
+(:func:`redis_errors`): :class:`~ws4redis_channels.exceptions.RedisTimeout`,
+:class:`~ws4redis_channels.exceptions.RedisUnavailable` and
+:class:`~ws4redis_channels.exceptions.RedisCommandError`.
+
 Clients are created on first use. Asynchronous clients belong to one event
 loop each; the synchronous client is shared by all threads (redis-py's pool
 is thread-safe). Every cache is keyed by the parsed target, so changing the
@@ -24,10 +29,11 @@ setting (``override_settings`` in tests) yields new clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl as ssl_module
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
@@ -39,11 +45,14 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
 
+from .exceptions import RedisCommandError, RedisTimeout, RedisUnavailable, WS4RedisError
+
 __all__ = [
     "RedisTarget",
     "async_client",
     "is_cluster",
     "parse_target",
+    "redis_errors",
     "resolve_address",
     "sync_client",
 ]
@@ -129,6 +138,27 @@ def _check_cluster_db(db: int, where: str) -> None:
             f"{where} selects database {db}, but a Redis Cluster has only database 0: "
             "remove the database number (use WS4REDIS_PREFIX to separate applications)"
         )
+
+
+@contextlib.contextmanager
+def redis_errors(target: RedisTarget | None = None) -> Iterator[None]:
+    """Re-raise the Redis client's errors (and socket errors) as the app's own.
+
+    redis-py's ``ConnectionError`` and ``TimeoutError`` are not the builtin
+    ones, so ``except ConnectionError`` above this boundary would miss them.
+    """
+    where = f"Redis at {target.describe()}" if target is not None else "Redis"
+    try:
+        yield
+    except WS4RedisError:
+        raise  # already ours (a nested boundary, the subscriber's ReplyError)
+    except (redis.TimeoutError, asyncio.TimeoutError, TimeoutError) as exc:
+        raise RedisTimeout(f"{where} did not answer in time: {exc!r}") from exc
+    except redis.ResponseError as exc:
+        raise RedisCommandError(f"{where} answered with an error: {exc}") from exc
+    except (redis.RedisError, OSError) as exc:
+        # ConnectionError, pool exhaustion, sentinel errors, refused sockets...
+        raise RedisUnavailable(f"{where} is unreachable: {exc!r}") from exc
 
 
 def _parse_url(url: str) -> RedisTarget:
@@ -349,7 +379,8 @@ async def resolve_address(target: RedisTarget) -> tuple[str, int] | str:
             list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target)
         )
         try:
-            host, port = await sentinel.discover_master(target.service_name or "")
+            with redis_errors(target):
+                host, port = await sentinel.discover_master(target.service_name or "")
         finally:
             for conn in sentinel.sentinels:
                 await conn.aclose()

@@ -34,10 +34,10 @@ from .access import (
 from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
-from .exceptions import InvalidName, RedisUnavailable
+from .exceptions import InvalidName, RedisError, RedisUnavailable
 from .names import Audience, Target, channel_for, validate_facility
-from .process import current_bridge, current_relay
-from .sending import Outlet
+from .outlet import Outlet
+from .runtime import current_bridge, current_relay
 
 __all__ = ["NoRouteConsumer", "WebsocketConsumer"]
 
@@ -56,7 +56,7 @@ class _Refusal(Exception):
 class _LeanConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """An ``AsyncWebsocketConsumer`` without a channel layer of its own.
 
-    The process's bridge relays channel layer events (see layer.py), so a
+    The process's bridge relays channel layer events (see relay.py), so a
     socket needs no layer channel. With a single source of events, a plain
     loop replaces channels' ``await_many_dispatch``, which keeps a task per
     socket and makes a new one for every frame. ``dispatch`` skips the
@@ -276,7 +276,7 @@ class WebsocketConsumer(_LeanConsumer):
                 conf.WS4REDIS_EXPIRE,
                 echo=self.echo,
             )
-        except (RedisUnavailable, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
             await self._close_with(CloseCode.REDIS_UNAVAILABLE, f"publishing failed: {exc!r}")
 
     def _take_token(self) -> bool:

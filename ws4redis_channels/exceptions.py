@@ -6,12 +6,31 @@
     name a channel (it is also a :class:`ValueError`).
   * :class:`IdentityRequired`: a user or session audience was asked for without
     an authenticated user or a saved session.
-  * :class:`RedisUnavailable`: Redis did not answer within the configured bound.
+  * :class:`RedisError`: something went wrong talking to Redis. Every error of
+    the Redis client (redis-py) and of the app's own pub/sub connection is
+    re-raised as one of these, so code above never needs redis-py's classes.
+
+    * :class:`RedisUnavailable`: Redis could not be reached (also a
+      :class:`ConnectionError`).
+
+      * :class:`RedisTimeout`: Redis did not answer within the configured
+        bound (also a :class:`TimeoutError`). The command may have run anyway.
+
+    * :class:`RedisCommandError`: Redis answered with an error reply
+      (``-ERR ...``, a failed script, a wrong password).
 """
 
 from __future__ import annotations
 
-__all__ = ["IdentityRequired", "InvalidName", "RedisUnavailable", "WS4RedisError"]
+__all__ = [
+    "IdentityRequired",
+    "InvalidName",
+    "RedisCommandError",
+    "RedisError",
+    "RedisTimeout",
+    "RedisUnavailable",
+    "WS4RedisError",
+]
 
 
 class WS4RedisError(Exception):
@@ -26,5 +45,17 @@ class IdentityRequired(WS4RedisError):
     """A user or session channel was asked for, but there is no such identity."""
 
 
-class RedisUnavailable(WS4RedisError, ConnectionError):
+class RedisError(WS4RedisError):
+    """Talking to Redis failed."""
+
+
+class RedisUnavailable(RedisError, ConnectionError):
     """Redis could not be reached in time."""
+
+
+class RedisTimeout(RedisUnavailable, TimeoutError):
+    """Redis did not answer in time; the command may have been executed anyway."""
+
+
+class RedisCommandError(RedisError):
+    """Redis answered a command with an error reply."""

@@ -1,23 +1,25 @@
-"""A small RESP2 encoder and incremental parser for the bridge's pub/sub connection.
+"""A small RESP2 encoder and incremental parser for the subscriber connection.
 
-The bridge reads one long-lived subscriber connection. Parsing it here, in a
-plain :class:`asyncio.Protocol`, lets the bridge see every frame in the order
-Redis wrote it (subscription confirmations, messages, PING replies), which
-is what ordered replay and reconnection need, and costs a few microseconds
-per message.
+The subscriber (:mod:`ws4redis_channels.subscriber`) reads one long-lived
+pub/sub connection. Parsing it in a plain :class:`asyncio.Protocol` lets the
+bridge see every frame in the order Redis wrote it (subscription
+confirmations, messages, PING replies), which is what ordered replay and
+reconnection need, and costs a few microseconds per message.
 """
 
 from __future__ import annotations
 
 from typing import Union
 
+from .exceptions import RedisCommandError
+
 __all__ = ["Parser", "ReplyError", "encode_command"]
 
 Value = Union[bytes, int, list["Value"], "ReplyError", None]
 
 
-class ReplyError(Exception):
-    """An error reply (``-ERR ...``) from Redis."""
+class ReplyError(RedisCommandError):
+    """An error reply (``-ERR ...``) from Redis, read on the pub/sub connection."""
 
 
 def encode_command(*args: str | bytes | int) -> bytes:

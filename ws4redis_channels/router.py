@@ -1,9 +1,9 @@
 """The bridge of a process on a Redis Cluster: one sharded subscriber per primary.
 
 Sharded pub/sub delivers a message only on the shard that owns its
-channel's slot. :class:`ClusterBridge` therefore keeps one shard bridge (a
-:class:`~ws4redis_channels.bridge.Bridge` in sharded mode: ``SSUBSCRIBE``,
-one connection) per primary that owns channels the process's sockets need,
+channel's slot. :class:`ClusterBridge` therefore keeps one shard bridge
+(:class:`~ws4redis_channels.shard.ShardBridge`: ``SSUBSCRIBE``, one
+connection) per primary that owns channels the process's sockets need,
 and routes each channel to the bridge of its slot's primary. It offers the
 public API of a bridge, so the consumer does not know the difference.
 
@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import store
-from .bridge import Bridge, Sink
+from .bridge import Sink
 from .connection import RedisTarget, async_client, ssl_context
 from .exceptions import RedisUnavailable
 from .resp import Parser, ReplyError, Value, encode_command
+from .shard import ShardBridge
 from .slots import Node, SlotMap
 
 __all__ = ["ClusterBridge", "fetch_slot_map"]
@@ -124,7 +125,7 @@ class ClusterBridge:
         self.relay: Any = None
         self._loop = asyncio.get_running_loop()
         self._on_watch: Callable[[str, bool], None] | None = None
-        self._shards: dict[Node, Bridge] = {}
+        self._shards: dict[Node, ShardBridge] = {}
         # The node whose bridge holds each channel (all of its sockets).
         self._home: dict[bytes, Node] = {}
         self._slots = SlotMap()
@@ -168,7 +169,7 @@ class ClusterBridge:
             except (asyncio.TimeoutError, RedisUnavailable) as exc:
                 raise RedisUnavailable(f"Redis {self.target.describe()}: {exc!r}") from exc
         groups = self._group(channels)
-        joined: list[tuple[Bridge, list[str]]] = []
+        joined: list[tuple[ShardBridge, list[str]]] = []
         results = await asyncio.gather(
             *(bridge.join(sink, names) for bridge, names in groups), return_exceptions=True
         )
@@ -186,7 +187,7 @@ class ClusterBridge:
 
     def leave(self, sink: Sink, channels: Iterable[str]) -> None:
         names = list(channels)
-        by_bridge: dict[Bridge, list[str]] = {}
+        by_bridge: dict[ShardBridge, list[str]] = {}
         for name in names:
             bridge = self._bridge_of(name.encode())
             if bridge is not None:
@@ -208,7 +209,7 @@ class ClusterBridge:
         echo: bool = True,
     ) -> int:
         """Publish (and store) ``payload`` with SPUBLISH; see Bridge.publish."""
-        groups: dict[Bridge | None, list[str]] = {}
+        groups: dict[ShardBridge | None, list[str]] = {}
         for name in channels:
             groups.setdefault(self._bridge_of(name.encode()), []).append(name)
         counts = []
@@ -240,11 +241,11 @@ class ClusterBridge:
 
     # -- routing ----------------------------------------------------------------
 
-    def _bridge_of(self, key: bytes) -> Bridge | None:
+    def _bridge_of(self, key: bytes) -> ShardBridge | None:
         node = self._home.get(key)
         return self._shards.get(node) if node is not None else None
 
-    def _group(self, channels: Sequence[str]) -> list[tuple[Bridge, list[str]]]:
+    def _group(self, channels: Sequence[str]) -> list[tuple[ShardBridge, list[str]]]:
         groups: dict[Node, list[str]] = {}
         for name in dict.fromkeys(channels):
             key = name.encode()
@@ -264,14 +265,14 @@ class ClusterBridge:
             if bridge is None or not bridge.holds(key):
                 self._home.pop(key, None)
 
-    def _shard(self, node: Node) -> Bridge:
+    def _shard(self, node: Node) -> ShardBridge:
         bridge = self._shards.get(node)
         if bridge is None:
-            bridge = Bridge(
+            bridge = ShardBridge(
                 self.target,
+                node,
                 connect_timeout=self.connect_timeout,
                 outage_timeout=self.outage_timeout,
-                node=node,
                 on_moved=self._moved,
                 on_down=self._down,
             )
@@ -296,12 +297,12 @@ class ClusterBridge:
         self._nodes = list(dict.fromkeys([*slots.primaries(), *known, *self._nodes]))
         return slots
 
-    def _moved(self, bridge: Bridge, keys: list[bytes]) -> None:
+    def _moved(self, bridge: ShardBridge, keys: list[bytes]) -> None:
         """A shard bridge was told that ``keys`` left its node: find their new primary."""
         logger.info("Redis moved %d channels away from %s; following them", len(keys), bridge.node)
         self._start_relocating()
 
-    def _down(self, bridge: Bridge) -> None:
+    def _down(self, bridge: ShardBridge) -> None:
         """A shard bridge lost its connection: its primary may have been replaced."""
         self._start_relocating()
 

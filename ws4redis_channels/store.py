@@ -17,6 +17,9 @@ one channel per call (a script's keys must share a slot), and the function
 chooses ``SPUBLISH`` by itself when it runs on a cluster node::
 
     redis-cli -c FCALL ws4redis_publish 1 _broadcast_:foobar "Hello" 3600
+
+Every function raises the app's :class:`~ws4redis_channels.exceptions.RedisError`
+subclasses, never redis-py's.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Sequence
 import redis
 import redis.asyncio
 
-from .connection import is_cluster
+from .connection import is_cluster, redis_errors
 
 __all__ = [
     "FUNCTION_LIBRARY",
@@ -112,14 +115,15 @@ def publish(client: redis.Redis, channels: Sequence[str], message: bytes, expire
     """Publish ``message`` on ``channels``, storing it for ``expire`` seconds if positive."""
     if not channels:
         return 0
-    if client not in _functions_loaded:
-        _functions_loaded[client] = load_function(client)
-    script = _script(client)
-    if is_cluster(client):
-        # The cluster client sends each call to the primary of its channel.
-        args: list[bytes | int | str] = [message, max(expire, 0), "SPUBLISH"]
-        return sum(int(script(keys=[channel], args=args)) for channel in channels)
-    return int(script(keys=list(channels), args=[message, max(expire, 0), "PUBLISH"]))
+    with redis_errors():
+        if client not in _functions_loaded:
+            _functions_loaded[client] = load_function(client)
+        script = _script(client)
+        if is_cluster(client):
+            # The cluster client sends each call to the primary of its channel.
+            args: list[bytes | int | str] = [message, max(expire, 0), "SPUBLISH"]
+            return sum(int(script(keys=[channel], args=args)) for channel in channels)
+        return int(script(keys=list(channels), args=[message, max(expire, 0), "PUBLISH"]))
 
 
 async def apublish(
@@ -128,43 +132,48 @@ async def apublish(
     """Asynchronous :func:`publish`."""
     if not channels:
         return 0
-    if client not in _functions_loaded:
-        _functions_loaded[client] = await aload_function(client)
-    script = _ascript(client)
-    if is_cluster(client):
-        args: list[bytes | int | str] = [message, max(expire, 0), "SPUBLISH"]
-        counts = await asyncio.gather(*(script(keys=[ch], args=args) for ch in channels))
-        return sum(int(count) for count in counts)
-    return int(await script(keys=list(channels), args=[message, max(expire, 0), "PUBLISH"]))
+    with redis_errors():
+        if client not in _functions_loaded:
+            _functions_loaded[client] = await aload_function(client)
+        script = _ascript(client)
+        if is_cluster(client):
+            args: list[bytes | int | str] = [message, max(expire, 0), "SPUBLISH"]
+            counts = await asyncio.gather(*(script(keys=[ch], args=args) for ch in channels))
+            return sum(int(count) for count in counts)
+        return int(await script(keys=list(channels), args=[message, max(expire, 0), "PUBLISH"]))
 
 
 def fetch(client: redis.Redis, channel: str) -> bytes | None:
     """Return the message stored for ``channel``, if any."""
-    value: bytes | None = client.get(channel)  # type: ignore[assignment]
+    with redis_errors():
+        value: bytes | None = client.get(channel)  # type: ignore[assignment]
     return value
 
 
 async def afetch(client: redis.asyncio.Redis, channel: str) -> bytes | None:
     """Asynchronous :func:`fetch`."""
-    value: bytes | None = await client.get(channel)  # type: ignore[assignment]
+    with redis_errors():
+        value: bytes | None = await client.get(channel)  # type: ignore[assignment]
     return value
 
 
 def load_function(client: redis.Redis) -> bool:
     """Load the ``ws4redis_publish`` function; return False on Redis older than 7."""
-    try:
-        client.function_load(FUNCTION_LIBRARY, replace=True)
-    except redis.ResponseError as exc:
-        logger.debug("Cannot load the ws4redis function library: %s", exc)
-        return False
+    with redis_errors():
+        try:
+            client.function_load(FUNCTION_LIBRARY, replace=True)
+        except redis.ResponseError as exc:
+            logger.debug("Cannot load the ws4redis function library: %s", exc)
+            return False
     return True
 
 
 async def aload_function(client: redis.asyncio.Redis) -> bool:
     """Asynchronous :func:`load_function`."""
-    try:
-        await client.function_load(FUNCTION_LIBRARY, replace=True)
-    except redis.ResponseError as exc:
-        logger.debug("Cannot load the ws4redis function library: %s", exc)
-        return False
+    with redis_errors():
+        try:
+            await client.function_load(FUNCTION_LIBRARY, replace=True)
+        except redis.ResponseError as exc:
+            logger.debug("Cannot load the ws4redis function library: %s", exc)
+            return False
     return True

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...conf import conf
 from ...connection import parse_target, sync_client
+from ...exceptions import RedisError
 from ...store import FUNCTION_LIBRARY, FUNCTION_NAME, load_function
 
 
@@ -27,6 +28,10 @@ class Command(BaseCommand):
             self.stdout.write(FUNCTION_LIBRARY)
             return
         target = parse_target(conf.WS4REDIS_CONNECTION)
-        if not load_function(sync_client(target)):
+        try:
+            loaded = load_function(sync_client(target))
+        except RedisError as exc:
+            raise CommandError(f"{exc}; check WS4REDIS_CONNECTION and that Redis runs") from exc
+        if not loaded:
             raise CommandError(f"Redis at {target.describe()} cannot load functions (Redis 7+)")
         self.stdout.write(f"Loaded the function {FUNCTION_NAME} into Redis at {target.describe()}")

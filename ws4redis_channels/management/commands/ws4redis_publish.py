@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...exceptions import InvalidName
+from ...exceptions import InvalidName, RedisError
 from ...publisher import channels, publish
 
 
@@ -65,4 +65,6 @@ class Command(BaseCommand):
             receivers = publish(options["facility"], message, expire=options["expire"], **audiences)
         except (InvalidName, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        except RedisError as exc:
+            raise CommandError(f"{exc}; check WS4REDIS_CONNECTION and that Redis runs") from exc
         self.stdout.write(f"Published on {', '.join(names)} ({receivers} subscribing processes)")

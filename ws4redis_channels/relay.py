@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .names import group_for
+from .subscriber import Backoff
 
 __all__ = ["EVENT_TYPE", "LayerRelay"]
 
@@ -70,7 +71,7 @@ class LayerRelay:
 
     async def _relay(self, channel: str) -> None:
         group = group_for(channel)
-        delay = RETRY_FIRST
+        backoff = Backoff(RETRY_FIRST, RETRY_MAX)
         while True:
             name = await self.layer.new_channel("ws4redis.")
             try:
@@ -79,7 +80,7 @@ class LayerRelay:
                 ready = self._ready.get(channel)
                 if ready is not None and not ready.done():
                     ready.set_result(None)
-                delay = RETRY_FIRST
+                backoff.reset()
                 while True:
                     self._relay_event(channel, await self.layer.receive(name))
             except asyncio.CancelledError:
@@ -93,8 +94,7 @@ class LayerRelay:
                     await self.layer.group_discard(group, name)
                 except Exception as exc:  # the layer may be gone at shutdown
                     logger.debug("group_discard(%r) failed: %r", group, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+            await backoff.sleep()
 
     def _relay_event(self, channel: str, event: dict[str, Any]) -> None:
         if event.get("type") != EVENT_TYPE:

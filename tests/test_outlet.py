@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ws4redis_channels.bridge import Batch, Outbound
-from ws4redis_channels.sending import Outlet
+from ws4redis_channels.frames import Batch, Outbound
+from ws4redis_channels.outlet import Outlet
 
 
 def messages(*texts: str) -> Batch:

@@ -4,7 +4,7 @@ The bridge fans a message out to many sockets from one loop over their
 :class:`Outlet` objects, without a task per socket. Two ways out exist:
 
 * Under daphne, on a plain TCP connection, frames are written straight to the
-  socket (:class:`~ws4redis_channels.transport.DirectWriter`). Messages
+  socket (:class:`~ws4redis_channels.accelerator.DirectWriter`). Messages
   delivered while the loop runs one callback (e.g. every message of one read
   from Redis) are gathered per socket and written with one ``send`` when the
   callback is over: a burst costs one system call per socket, not one per
@@ -29,8 +29,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .bridge import Batch, Outbound
-from .transport import (
+from .accelerator import (
     DirectWriter,
     Send,
     daphne_protocol,
@@ -41,6 +40,7 @@ from .transport import (
     send_going_away,
     twisted_transport,
 )
+from .frames import Batch, Outbound
 
 __all__ = ["Outlet"]
 

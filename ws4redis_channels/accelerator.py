@@ -1,4 +1,6 @@
-"""What can be learnt about the server behind an ASGI ``send``, and used when it is daphne.
+"""The only module that touches daphne, autobahn, Twisted and channels internals.
+
+What can be learnt about the server behind an ASGI ``send``, and used when it is daphne.
 
 ASGI hides the connection, but two things matter for a push server and
 daphne offers them: how many bytes wait unsent for a socket (ASGI passes no
@@ -11,14 +13,12 @@ or do nothing, and the app still works.
 from __future__ import annotations
 
 import functools
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = [
     "DirectWriter",
     "daphne_protocol",
-    "encode_frame",
     "on_server_shutdown",
     "prefer_close_frames",
     "queued_bytes",
@@ -64,27 +64,6 @@ def twisted_transport(protocol: Any) -> Any:
     if transport is None or not hasattr(transport, "_tempDataLen"):
         return None
     return transport
-
-
-def encode_frame(message: dict[str, Any]) -> bytes:
-    """Return the server-to-client websocket frame of an ASGI ``websocket.send`` message.
-
-    Server frames are not masked, so one encoding serves every socket.
-    """
-    text = message.get("text")
-    payload: bytes
-    if text is not None:
-        opcode, payload = 0x81, text.encode("utf-8")
-    else:
-        opcode, payload = 0x82, bytes(message.get("bytes") or b"")
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", opcode, length)
-    elif length < 65536:
-        header = struct.pack("!BBH", opcode, 126, length)
-    else:
-        header = struct.pack("!BBQ", opcode, 127, length)
-    return header + payload
 
 
 class DirectWriter:

@@ -12,12 +12,12 @@ from typing import cast
 
 from channels.layers import get_channel_layer
 
+from .accelerator import on_server_shutdown
 from .bridge import Bridge
 from .conf import conf
 from .connection import parse_target
-from .layer import LayerRelay
+from .relay import LayerRelay
 from .router import ClusterBridge
-from .transport import on_server_shutdown
 
 __all__ = ["current_bridge", "current_relay", "shutdown"]
 

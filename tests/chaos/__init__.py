@@ -1,0 +1,1 @@
+"""Fault injection with published figures: ``make chaos`` (see ``__main__.py``)."""

@@ -1,0 +1,169 @@
+"""One shard of a Redis Cluster: a bridge that subscribes with ``SSUBSCRIBE`` on one primary.
+
+A :class:`ShardBridge` is a :class:`~ws4redis_channels.bridge.Bridge` whose
+subscriber connection goes to one primary and uses sharded pub/sub. It
+subscribes the channels of one slot per ``SSUBSCRIBE`` (Redis refuses more),
+and tells its owner, the router, when Redis says that channels are no
+longer served here: an unrequested ``sunsubscribe`` (their slot moved to
+another node) or ``-MOVED`` in answer to an ``SSUBSCRIBE``. The router then
+moves those channels, with their sockets, to the bridge of their new primary
+(:meth:`ShardBridge.detach`, :meth:`ShardBridge.adopt`).
+
+Everything else (joins with ordered replay, fan-out, echo suppression,
+reconnects with catch-up, the 4503 bound) is the bridge's own, per shard: an
+outage of one primary closes only the sockets of its channels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from .bridge import Bridge, ChannelState, Sink
+from .connection import RedisTarget
+from .resp import ReplyError, encode_command
+from .slots import Node, key_slot
+from .subscriber import Subscriber
+
+__all__ = ["ShardBridge"]
+
+logger = logging.getLogger(__name__)
+
+# Answers of a cluster node to an SSUBSCRIBE for a slot it does not serve.
+_REDIRECTS = ("MOVED ", "ASK ")
+_REFUSALS = ("CLUSTERDOWN", "TRYAGAIN", "CROSSSLOT")
+
+
+class ShardBridge(Bridge):
+    """The bridge of one primary of a Redis Cluster (see router.py)."""
+
+    _SUBSCRIBE = "SSUBSCRIBE"
+    _UNSUBSCRIBE = "SUNSUBSCRIBE"
+    _MESSAGE = b"smessage"
+    _SUBSCRIBED = b"ssubscribe"
+    _UNSUBSCRIBED = b"sunsubscribe"
+
+    def __init__(
+        self,
+        target: RedisTarget,
+        node: Node,
+        *,
+        on_moved: Callable[[ShardBridge, list[bytes]], None],
+        on_down: Callable[[ShardBridge], None],
+        connect_timeout: float = 5.0,
+        outage_timeout: float = 30.0,
+    ) -> None:
+        self.node = node
+        self._on_moved = on_moved
+        self._on_shard_down = on_down
+        # ``target`` (the cluster) serves commands: MGET and publishing go
+        # through the cluster client, which routes by slot.
+        super().__init__(target, connect_timeout=connect_timeout, outage_timeout=outage_timeout)
+
+    def _make_subscriber(self) -> Subscriber:
+        return Subscriber(
+            self.target.node(*self.node),
+            on_values=self._on_values,
+            on_up=self._on_up,
+            on_down=self._on_down,
+            connect_timeout=self.connect_timeout,
+            on_error=self._refused,
+        )
+
+    # -- subscribing ------------------------------------------------------------
+
+    def _subscribe(self, channels: list[ChannelState]) -> None:
+        # SSUBSCRIBE takes the channels of one slot at a time.
+        by_slot: dict[int, list[ChannelState]] = {}
+        for ch in channels:
+            by_slot.setdefault(key_slot(ch.key), []).append(ch)
+        for group in by_slot.values():
+            for ch in group:
+                ch.requested = True
+                ch.pending_subs += 1
+            self.subscriber.write(encode_command(self._SUBSCRIBE, *(ch.key for ch in group)))
+
+    def _unsubscribed(self, key: bytes) -> None:
+        ch = self._channels.get(key)
+        if ch is None or not ch.requested or ch.pending_subs:
+            return  # the answer to our own SUNSUBSCRIBE
+        # We did not ask: the node no longer serves the channel's slot.
+        ch.requested = False
+        self._on_moved(self, [key])
+
+    def _refused(self, error: ReplyError) -> bool:
+        """Handle an error that answers an SSUBSCRIBE; False for any other error."""
+        text = str(error)
+        if text.startswith(_REDIRECTS):
+            slot = int(text.split()[1])
+            moved = []
+            for ch in self._channels.values():
+                if ch.pending_subs and key_slot(ch.key) == slot:
+                    ch.pending_subs -= 1
+                    ch.requested = False
+                    moved.append(ch.key)
+            if moved:
+                self._on_moved(self, moved)
+            return True
+        if text.startswith(_REFUSALS):
+            # Which subscription failed is unknown: start over on a new connection.
+            logger.warning("Redis refused a sharded subscription (%s); reconnecting", text)
+            self.subscriber.abort()
+            return True
+        return False
+
+    def _on_down(self, reason: str) -> None:
+        super()._on_down(reason)
+        if not self._closed:
+            self._on_shard_down(self)
+
+    # -- moving channels between shards -----------------------------------------
+
+    def holds(self, key: bytes) -> bool:
+        """Whether a local socket needs ``key`` here (joined or joining)."""
+        ch = self._channels.get(key)
+        return ch is not None and ch.wanted
+
+    def channel_keys(self) -> list[bytes]:
+        """Return every channel a local socket needs here."""
+        return [key for key, ch in self._channels.items() if ch.wanted]
+
+    def detach(self, key: bytes) -> tuple[list[Sink], bytes | None]:
+        """Give up ``key`` and its sockets; return them and the last payload they got."""
+        ch = self._channels.pop(key, None)
+        if ch is None:
+            return [], None
+        sinks = list(dict.fromkeys([*ch.sinks, *ch.joining]))
+        if ch.requested:
+            self.subscriber.write(encode_command(self._UNSUBSCRIBE, key))
+        ch.requested = False
+        for waiter in ch.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        ch.waiters.clear()
+        # A socket with no channel left here is no longer this shard's to close.
+        for sink in sinks:
+            if not any(sink in c.sinks or sink in c.joining for c in self._channels.values()):
+                self._members.pop(sink, None)
+        return sinks, ch.last
+
+    def adopt(self, key: bytes, sinks: list[Sink], last: bytes | None) -> None:
+        """Take over ``key`` and its sockets as after a reconnect: they get the stored
+        message unless it is ``last``, then live traffic."""
+        if not sinks:
+            return
+        ch = self._channels.get(key)
+        if ch is None:
+            ch = self._channels[key] = ChannelState(key)
+            ch.last = last
+        for sink in sinks:
+            ch.joining.setdefault(sink, [])
+            self._members[sink] = None
+        if not self.subscriber.connected:
+            # Once connected, everything wanted is subscribed and caught up.
+            self._ever_connected = True
+            return
+        if not ch.requested:
+            self._subscribe([ch])
+        for sink in sinks:
+            self._joiner.add(sink, [key], catch_up=True)

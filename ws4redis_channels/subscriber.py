@@ -1,0 +1,331 @@
+"""The process's pub/sub connection to Redis: connect, authenticate, keep alive, reconnect.
+
+A :class:`Subscriber` owns one RESP connection (an :class:`asyncio.Protocol`
+fed to :class:`~ws4redis_channels.resp.Parser`) and knows nothing of
+channels: it hands every pub/sub frame (``message``, ``subscribe``...) to
+its owner, the bridge, in the order Redis sent them, answers the replies of
+its own requests (AUTH, PING), and tells the owner when the connection comes
+up or goes down. It pings an idle connection to find a Redis that silently
+disappeared, and reconnects with :class:`Backoff` until it is closed.
+
+A lost connection is noticed at once: every pending request fails the moment
+the transport reports the loss, not when its timeout expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import random
+from collections.abc import Callable
+from typing import Any, cast
+
+from .connection import RedisTarget, resolve_address, ssl_context
+from .exceptions import RedisUnavailable
+from .resp import Parser, ReplyError, Value, encode_command
+
+__all__ = ["Backoff", "Subscriber"]
+
+logger = logging.getLogger(__name__)
+
+HEALTH_INTERVAL = 15.0
+HEALTH_TIMEOUT = 10.0
+# Frames that belong to the subscription, not to a request's reply.
+PUSH_KINDS = frozenset(
+    {
+        *(b"message", b"subscribe", b"unsubscribe"),
+        *(b"pmessage", b"psubscribe", b"punsubscribe"),
+        *(b"smessage", b"ssubscribe", b"sunsubscribe"),
+    }
+)
+
+
+class Backoff:
+    """Jittered exponential delays between attempts: uniform in [0, d], d doubling to a cap.
+
+    The jitter keeps many processes that lost Redis together from coming back
+    in lockstep. Every part of the app that retries uses this one helper.
+    """
+
+    __slots__ = ("_current", "first", "maximum")
+
+    def __init__(self, first: float = 0.1, maximum: float = 1.0) -> None:
+        self.first = first
+        self.maximum = maximum
+        self._current = first
+
+    def next(self) -> float:
+        """Return the delay before the next attempt, and lengthen the following one."""
+        delay = random.uniform(0, self._current)
+        self._current = min(self._current * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        """Start again from the first delay (after a success)."""
+        self._current = self.first
+
+    async def sleep(self) -> None:
+        """Wait :meth:`next` seconds."""
+        await asyncio.sleep(self.next())
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+        self.parser = Parser()
+        self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not inherit from asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            values = self.parser.feed(data)
+        except ValueError:
+            logger.exception("Unreadable data from Redis; reconnecting")
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        self.subscriber._received(values)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self.subscriber._lost(self, exc)
+
+
+class Subscriber:
+    """One pub/sub connection to ``target``, kept up until :meth:`close`.
+
+    ``on_values(values)`` gets the pub/sub frames of one read, in order;
+    ``on_up()`` runs when a connection is ready (authenticated, named, nothing
+    subscribed yet); ``on_down(reason)`` when a connection is lost or an
+    attempt fails. Pending requests have failed when ``on_down`` runs.
+    """
+
+    def __init__(
+        self,
+        target: RedisTarget,
+        *,
+        on_values: Callable[[list[list[Any]]], None],
+        on_up: Callable[[], None],
+        on_down: Callable[[str], None],
+        connect_timeout: float = 5.0,
+        name: str | None = None,
+        on_error: Callable[[ReplyError], bool] | None = None,
+    ) -> None:
+        self.target = target
+        # Offered every error reply first; True means it answered no request of
+        # ours (a cluster node refusing an SSUBSCRIBE with -MOVED).
+        self._on_error = on_error
+        self.connect_timeout = connect_timeout
+        self.name = name or f"ws4redis-bridge-{os.getpid()}"
+        self.backoff = Backoff()
+        self._on_values = on_values
+        self._on_up = on_up
+        self._on_down = on_down
+        self._loop = asyncio.get_running_loop()
+        self._protocol: _Protocol | None = None
+        self._connected = asyncio.Event()
+        self._replies: collections.deque[asyncio.Future[Value]] = collections.deque()
+        self._outbox: list[bytes] = []
+        self._closed = False
+        self._runner: asyncio.Task[None] | None = None
+
+    # -- interface for the bridge ---------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background, and reconnect whenever the connection drops."""
+        if self._runner is None:
+            self._runner = self._loop.create_task(self._run(), name="ws4redis-subscriber")
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection is up (returns at once if it is)."""
+        await self._connected.wait()
+
+    def write(self, data: bytes) -> None:
+        """Send an encoded command; what is written in one loop iteration leaves in one send().
+
+        Dropped while disconnected: the owner resubscribes in ``on_up``.
+        """
+        if not self._connected.is_set():
+            return
+        if not self._outbox:
+            self._loop.call_soon(self._flush)
+        self._outbox.append(data)
+
+    async def request(self, *command: str | bytes | int) -> Value:
+        """Send a command whose reply is not a pub/sub frame (PING...) and return the reply.
+
+        Raises :class:`RedisUnavailable` when not connected or when the
+        connection is lost before the reply, and
+        :class:`~ws4redis_channels.resp.ReplyError` on an error reply.
+        """
+        if not self._connected.is_set():
+            raise RedisUnavailable(f"Redis at {self.target.describe()} is not connected")
+        future: asyncio.Future[Value] = self._loop.create_future()
+        self._replies.append(future)
+        self.write(encode_command(*command))
+        return await future
+
+    def abort(self) -> None:
+        """Drop the connection now (it is re-established as after a loss)."""
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+
+    async def close(self, farewell: bytes | None = None) -> None:
+        """Send ``farewell`` (e.g. UNSUBSCRIBE), close the connection, stop reconnecting."""
+        if self._closed:
+            return
+        self._closed = True
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            if farewell:
+                protocol.transport.write(farewell)
+            protocol.transport.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+
+    # -- reading --------------------------------------------------------------
+
+    def _received(self, values: list[Value]) -> None:
+        pushes: list[list[Any]] = []
+        for value in values:
+            if type(value) is list and value and value[0] in PUSH_KINDS:
+                pushes.append(value)
+                continue
+            # The frames before a reply are handled before its waiter is woken:
+            # a PING reply means "everything published before it is delivered".
+            if pushes:
+                self._on_values(pushes)
+                pushes = []
+            on_error = self._on_error
+            if on_error is not None and isinstance(value, ReplyError) and on_error(value):
+                continue
+            self._reply(value)
+        if pushes:
+            self._on_values(pushes)
+
+    def _reply(self, value: Value) -> None:
+        if self._replies:
+            future = self._replies.popleft()
+            if not future.done():
+                if isinstance(value, ReplyError):
+                    future.set_exception(value)
+                else:
+                    future.set_result(value)
+        elif isinstance(value, ReplyError):
+            logger.warning("Redis answered the subscriber connection with an error: %s", value)
+
+    def _flush(self) -> None:
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None and self._connected.is_set():
+            protocol.transport.write(data)
+
+    def _lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+        if protocol is not self._protocol:
+            return
+        # Fail what waits for a reply now: no request may wait out its timeout
+        # on a connection that is gone.
+        self._connected.clear()
+        self._outbox.clear()
+        self._fail_replies(f"connection lost ({exc!r})" if exc else "connection lost")
+
+    def _fail_replies(self, reason: str) -> None:
+        error = RedisUnavailable(f"Redis at {self.target.describe()}: {reason}")
+        while self._replies:
+            future = self._replies.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    # -- connection management ------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._closed:
+            try:
+                protocol = await asyncio.wait_for(self._connect(), self.connect_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._down(f"cannot connect: {exc!r}")
+            else:
+                self.backoff.reset()
+                self._connected.set()
+                self._on_up()
+                await self._watch(protocol)
+                self._down("connection lost")
+            if self._closed:
+                break
+            await self.backoff.sleep()
+
+    def _down(self, reason: str) -> None:
+        self._connected.clear()
+        self._protocol = None
+        self._outbox.clear()
+        self._fail_replies(reason)
+        self._on_down(reason)
+
+    async def _connect(self) -> _Protocol:
+        address = await resolve_address(self.target)
+        loop = self._loop
+        if isinstance(address, str):
+            _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), address)
+        else:
+            host, port = address
+            _, protocol = await loop.create_connection(
+                lambda: _Protocol(self), host, port, ssl=ssl_context(self.target)
+            )
+        assert protocol.transport is not None
+        try:
+            self._protocol = protocol
+            transport = protocol.transport
+            commands: list[tuple[str | bytes | int, ...]] = []
+            if self.target.password:
+                if self.target.username:
+                    commands.append(("AUTH", self.target.username, self.target.password))
+                else:
+                    commands.append(("AUTH", self.target.password))
+            commands.append(("CLIENT", "SETNAME", self.name))
+            futures = []
+            for command in commands:
+                future: asyncio.Future[Value] = loop.create_future()
+                self._replies.append(future)
+                futures.append(future)
+                transport.write(encode_command(*command))
+            for future in futures:
+                await future
+        except BaseException:
+            protocol.transport.abort()
+            self._protocol = None
+            self._replies.clear()
+            raise
+        return protocol
+
+    async def _watch(self, protocol: _Protocol) -> None:
+        """Wait until the connection is lost; ping it when idle to find dead peers."""
+        while True:
+            done, _ = await asyncio.wait({protocol.lost}, timeout=HEALTH_INTERVAL)
+            if done:
+                return
+            try:
+                await asyncio.wait_for(self.request("PING"), HEALTH_TIMEOUT)
+            except RedisUnavailable:
+                return  # lost while the PING was pending: noticed at once
+            except (asyncio.TimeoutError, ReplyError):
+                logger.warning("Redis did not answer a PING in %ss; reconnecting", HEALTH_TIMEOUT)
+                assert protocol.transport is not None
+                protocol.transport.abort()
+                await protocol.lost
+                return
