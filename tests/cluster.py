@@ -39,9 +39,10 @@ def find_redis_cli() -> str:
 class RedisCluster:
     """Three primaries with a replica each, on 127.0.0.1."""
 
-    def __init__(self, primaries: int = 3, replicas: int = 1) -> None:
+    def __init__(self, primaries: int = 3, replicas: int = 1, *extra: str) -> None:
         self.primaries = primaries
         self.replicas = replicas
+        self.extra = extra  # more redis-server arguments
         self.nodes: list[RedisServer] = []
         self.cli = find_redis_cli()
 
@@ -73,6 +74,7 @@ class RedisCluster:
                 str(NODE_TIMEOUT_MS),
                 "--cluster-replica-validity-factor",
                 "0",
+                *self.extra,
             )
             self.nodes.append(node.start())
         if self.primaries >= 3:
@@ -175,6 +177,15 @@ class RedisCluster:
                 return owners[0]
             time.sleep(0.1)
         raise RuntimeError(f"no replica took over the slots of {dead_port} in {timeout}s")
+
+    def replicas_of(self, port: int) -> list[int]:
+        """Ports of the live replicas of the primary on ``port``."""
+        found = []
+        for node in self.alive():
+            info = self.client(node.port).info("replication")
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == port:
+                found.append(node.port)
+        return found
 
     def kill_primary(self, port: int) -> int:
         """Kill the primary on ``port``, wait until its replica serves its slots; return that."""

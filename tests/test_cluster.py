@@ -21,7 +21,7 @@ import pytest
 from django.test import override_settings
 
 from tests.cluster import RedisCluster
-from tests.conftest import TIMEOUT, connect, recv
+from tests.conftest import TIMEOUT, close_code, connect, recv
 from ws4redis_channels import store
 from ws4redis_channels.connection import async_client, parse_target
 from ws4redis_channels.publisher import publish
@@ -343,3 +343,92 @@ async def test_moving_slots_while_publishing_loses_nothing_the_guarantees_promis
             assert confirmed <= received, listener.facility
     for listener in listeners:
         await listener.ws.close()
+
+
+async def test_plain_publish_does_not_reach_sockets_by_default(
+    cluster: RedisCluster, daphne_factory: Any
+) -> None:
+    server = daphne_factory({"REDIS_URL": cluster.url})
+    (facility,) = spread_facilities(1)
+    channel = f"_broadcast_:{facility}"
+    ws = await connect(server, f"/ws/{facility}?subscribe-broadcast")
+    port = str(cluster.ports[0])
+    cluster.redis_cli("-c", "-p", port, "PUBLISH", channel, "plain")
+    cluster.redis_cli("-c", "-p", port, "SPUBLISH", channel, "sharded")
+    assert await recv(ws) == "sharded"
+    await ws.close()
+
+
+async def test_plain_publish_reaches_sockets_once_when_enabled(
+    cluster: RedisCluster, daphne_factory: Any
+) -> None:
+    env = {"REDIS_URL": cluster.url, "WS4REDIS_CLUSTER_PLAIN_PUBLISH": "1"}
+    server = daphne_factory(env)
+    facilities = spread_facilities(6)
+    with override_settings(WS4REDIS_CONNECTION=cluster.url):
+        for facility in facilities:
+            publish(facility, "stored", broadcast=True, expire=60)
+    sockets = [(f, await connect(server, f"/ws/{f}?subscribe-broadcast")) for f in facilities]
+    port = str(cluster.ports[0])
+    for facility, ws in sockets:
+        channel = f"_broadcast_:{facility}"
+        assert await recv(ws) == "stored"  # replayed once, by the channel's shard
+        cluster.redis_cli("-c", "-p", port, "PUBLISH", channel, "plain")
+        assert await recv(ws) == "plain"
+        cluster.redis_cli("-c", "-p", port, "SPUBLISH", channel, "sharded")
+        assert await recv(ws) == "sharded"
+    assert server.process is not None
+    # Three shard subscribers and one plain listener.
+    assert sum(bridge_connections(cluster, server.process.pid).values()) == 4
+    for _, ws in sockets:
+        await ws.close()
+
+
+async def test_a_socket_on_a_slot_that_moved_unseen_follows_it(
+    fresh_cluster: RedisCluster, daphne_factory: Any
+) -> None:
+    """The process's slot map is stale (the slot moved while it had no socket on it):
+    the SSUBSCRIBE answers -MOVED, and the socket gets its channel from the new owner."""
+    cluster = fresh_cluster
+    server = daphne_factory({"REDIS_URL": cluster.url})
+    facilities = spread_facilities(30)
+    first = await connect(server, f"/ws/{facilities[0]}?subscribe-broadcast")  # map fetched
+    source = cluster.port_of_key(f"_broadcast_:{facilities[0]}")
+    target = next(p for p in cluster.primary_ports() if p != source)
+    await asyncio.to_thread(cluster.reshard, source, target, 2000)
+    moved = [f for f in facilities[1:] if cluster.port_of_key(f"_broadcast_:{f}") == target]
+    moved = [f for f in moved if f not in facilities[:1]]
+    assert moved
+    with override_settings(WS4REDIS_CONNECTION=cluster.url):
+        publish(moved[0], "stored", broadcast=True, expire=60)
+        ws = await connect(server, f"/ws/{moved[0]}?subscribe-broadcast")
+        assert await recv(ws) == "stored"
+        for n in range(3):
+            publish(moved[0], f"live {n}", broadcast=True, expire=60)
+        assert await receive(ws, 3) == ["live 0", "live 1", "live 2"]
+    await ws.close()
+    await first.close()
+
+
+async def test_a_shard_without_a_primary_closes_only_its_sockets_with_4503(
+    daphne_factory: Any,
+) -> None:
+    # Without full coverage the other shards keep serving while one has no primary.
+    with RedisCluster(3, 1, "--cluster-require-full-coverage", "no") as cluster:
+        server = daphne_factory({"REDIS_URL": cluster.url, "WS4REDIS_OUTAGE_TIMEOUT": "3"})
+        facilities = spread_facilities(9)
+        owner = {f: cluster.port_of_key(f"_broadcast_:{f}") for f in facilities}
+        sockets = [(f, await connect(server, f"/ws/{f}?subscribe-broadcast")) for f in facilities]
+        victim = owner[facilities[0]]
+        for replica in cluster.replicas_of(victim):
+            cluster.kill(replica)
+        cluster.kill(victim)
+        for facility, ws in sockets:
+            if owner[facility] == victim:
+                assert await close_code(ws, timeout=TIMEOUT + 3) == 4503
+        for facility, ws in sockets:
+            if owner[facility] != victim:
+                client = cluster.client(owner[facility])
+                client.execute_command("SPUBLISH", f"_broadcast_:{facility}", "still here")
+                assert await recv(ws) == "still here"
+                await ws.close()

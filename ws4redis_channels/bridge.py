@@ -105,6 +105,7 @@ class Bridge:
     _MESSAGE = b"message"
     _SUBSCRIBED = b"subscribe"
     _UNSUBSCRIBED = b"unsubscribe"
+    _REPLAY = True  # joins deliver the stored messages
 
     _instances: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bridge] = (
         weakref.WeakKeyDictionary()
@@ -129,7 +130,7 @@ class Bridge:
         # Every sink between join() and leave(), subscribed to something or not.
         self._members: dict[Sink, None] = {}
         self.subscriber = self._make_subscriber()
-        self._joiner = Joiner(self._channels, self.subscriber, target)
+        self._joiner = Joiner(self._channels, self.subscriber, target, replay=self._REPLAY)
         self._outage = Outage(self.subscriber.target.describe(), outage_timeout, self._give_up)
         self._closed = False
         self._ever_connected = False

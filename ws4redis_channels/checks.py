@@ -32,6 +32,8 @@ SETTING_IDS = {
     "WS4REDIS_CHANNEL_LAYER": "E016",
     "WS4REDIS_ALLOWED_ORIGINS": "E017",
     "WS4REDIS_DIRECT_WRITES": "E018",
+    # Redis Cluster settings: E060 onwards.
+    "WS4REDIS_CLUSTER_PLAIN_PUBLISH": "E060",
 }
 
 
@@ -46,6 +48,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 parse_target(value)
         except (ImproperlyConfigured, ValueError, TypeError) as exc:
             messages.append(checks.Error(str(exc), id=f"ws4redis_channels.{number}"))
+    messages.extend(_check_cluster())
     try:
         permissive = conf.WS4REDIS_PUBLISH_POLICY == "permissive"
     except ImproperlyConfigured:
@@ -61,3 +64,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     return messages
+
+
+def _check_cluster() -> list[checks.CheckMessage]:
+    try:
+        cluster = parse_target(conf.WS4REDIS_CONNECTION).cluster
+        plain = conf.WS4REDIS_CLUSTER_PLAIN_PUBLISH
+    except (ImproperlyConfigured, ValueError, TypeError):
+        return []  # reported above
+    if plain and not cluster:
+        return [
+            checks.Warning(
+                "WS4REDIS_CLUSTER_PLAIN_PUBLISH is True, but WS4REDIS_CONNECTION is not a "
+                "Redis Cluster: it has no effect (a single Redis always delivers PUBLISH)",
+                hint="Remove the setting, or name the cluster with redis+cluster://host:port/.",
+                id="ws4redis_channels.W060",
+            )
+        ]
+    return []

@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_CHANNEL_LAYER": "default",
     "WS4REDIS_ALLOWED_ORIGINS": None,
     "WS4REDIS_DIRECT_WRITES": True,
+    "WS4REDIS_CLUSTER_PLAIN_PUBLISH": False,
 }
 
 
@@ -214,6 +215,15 @@ class Settings:
         if not isinstance(value, bool):
             raise ImproperlyConfigured(
                 f"WS4REDIS_DIRECT_WRITES must be True or False, got {value!r}"
+            )
+        return value
+
+    @property
+    def WS4REDIS_CLUSTER_PLAIN_PUBLISH(self) -> bool:
+        value = _get("WS4REDIS_CLUSTER_PLAIN_PUBLISH")
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_CLUSTER_PLAIN_PUBLISH must be True or False, got {value!r}"
             )
         return value
 

@@ -62,8 +62,16 @@ class Joiner:
     """Runs the joins of one bridge, a batch at a time, in one task."""
 
     def __init__(
-        self, channels: dict[bytes, ChannelState], subscriber: Subscriber, target: RedisTarget
+        self,
+        channels: dict[bytes, ChannelState],
+        subscriber: Subscriber,
+        target: RedisTarget,
+        *,
+        replay: bool = True,
     ) -> None:
+        # Without replay, a join only waits for its subscriptions and the PING:
+        # another bridge of the same sockets delivers their stored messages.
+        self._replay = replay
         self._channels = channels
         self._subscriber = subscriber
         self._target = target
@@ -106,9 +114,11 @@ class Joiner:
                 await self._confirmed(keys)
                 with redis_errors(self._target):
                     client = async_client(self._target)
-                    if is_cluster(client):
+                    if not self._replay:
+                        values: list[Any] = [None] * len(keys)
+                    elif is_cluster(client):
                         # The channels of a shard span slots: one GET per slot.
-                        values: list[Any] = await client.mget_nonatomic(keys)  # type: ignore[attr-defined]
+                        values = await client.mget_nonatomic(keys)  # type: ignore[attr-defined]
                     else:
                         values = await client.mget(keys)
                 # When the PONG is here, so is every message published before the MGET.

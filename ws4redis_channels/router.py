@@ -30,9 +30,9 @@ from typing import Any
 from . import store
 from .bridge import Sink
 from .connection import RedisTarget, async_client, ssl_context
-from .exceptions import RedisUnavailable
+from .exceptions import RedisError, RedisUnavailable
 from .resp import Parser, ReplyError, Value, encode_command
-from .shard import ShardBridge
+from .shard import PlainListener, ShardBridge
 from .slots import Node, SlotMap
 
 __all__ = ["ClusterBridge", "fetch_slot_map"]
@@ -118,8 +118,12 @@ class ClusterBridge:
         *,
         connect_timeout: float = 5.0,
         outage_timeout: float = 30.0,
+        plain_publish: bool = False,
     ) -> None:
         self.target = target
+        # Also listen for plain PUBLISH (classic pub/sub) on one node.
+        self.plain_publish = plain_publish
+        self._plain: PlainListener | None = None
         self.connect_timeout = connect_timeout
         self.outage_timeout = outage_timeout
         self.relay: Any = None
@@ -148,10 +152,10 @@ class ClusterBridge:
             bridge.set_watcher(on_watch)
 
     def subscriptions(self) -> list[str]:
-        return sorted(ch for b in self._shards.values() for ch in b.subscriptions())
+        return sorted({ch for b in self._bridges() for ch in b.subscriptions()})
 
     def members(self) -> list[Sink]:
-        return list(dict.fromkeys(s for b in self._shards.values() for s in b.members()))
+        return list(dict.fromkeys(s for b in self._bridges() for s in b.members()))
 
     def shard_count(self) -> int:
         """Return how many shard bridges (subscriber connections) the process holds."""
@@ -169,10 +173,11 @@ class ClusterBridge:
             except (asyncio.TimeoutError, RedisUnavailable) as exc:
                 raise RedisUnavailable(f"Redis {self.target.describe()}: {exc!r}") from exc
         groups = self._group(channels)
+        joins = [bridge.join(sink, names) for bridge, names in groups]
+        if self.plain_publish:
+            joins.append(self._join_plain(sink, channels))
         joined: list[tuple[ShardBridge, list[str]]] = []
-        results = await asyncio.gather(
-            *(bridge.join(sink, names) for bridge, names in groups), return_exceptions=True
-        )
+        results = (await asyncio.gather(*joins, return_exceptions=True))[: len(groups)]
         failure: BaseException | None = None
         for (bridge, names), result in zip(groups, results, strict=True):
             if isinstance(result, BaseException):
@@ -185,6 +190,13 @@ class ClusterBridge:
             self._forget_homes(channels)
             raise failure
 
+    async def _join_plain(self, sink: Sink, channels: Sequence[str]) -> None:
+        # Best effort: the sharded subscriptions are what the guarantees rest on.
+        try:
+            await self._plain_listener().join(sink, list(dict.fromkeys(channels)))
+        except RedisError as exc:
+            logger.warning("Listening for plain PUBLISH failed (%s); sharded delivery goes on", exc)
+
     def leave(self, sink: Sink, channels: Iterable[str]) -> None:
         names = list(channels)
         by_bridge: dict[ShardBridge, list[str]] = {}
@@ -194,6 +206,8 @@ class ClusterBridge:
                 by_bridge.setdefault(bridge, []).append(name)
         for bridge, group in by_bridge.items():
             bridge.leave(sink, group)
+        if self._plain is not None:
+            self._plain.leave(sink, names)
         for bridge in self._shards.values():
             if bridge not in by_bridge:
                 bridge.leave(sink, ())  # membership without channels
@@ -234,12 +248,33 @@ class ClusterBridge:
         for task in (self._refreshing, self._relocating):
             if task is not None:
                 task.cancel()
-        shards = list(self._shards.values())
+        shards = list(self._bridges())
         self._shards.clear()
+        self._plain = None
         self._home.clear()
         await asyncio.gather(*(b.close() for b in shards), return_exceptions=True)
 
     # -- routing ----------------------------------------------------------------
+
+    def _bridges(self) -> list[ShardBridge]:
+        bridges = list(self._shards.values())
+        if self._plain is not None:
+            bridges.append(self._plain)
+        return bridges
+
+    def _plain_listener(self, avoid: Node | None = None) -> PlainListener:
+        if self._plain is None:
+            nodes = [n for n in self._slots.primaries() if n != avoid] or self._nodes
+            self._plain = PlainListener(
+                self.target,
+                nodes[0],
+                connect_timeout=self.connect_timeout,
+                outage_timeout=self.outage_timeout,
+                on_moved=self._moved,
+                on_down=self._down,
+            )
+            self._plain.set_watcher(None)
+        return self._plain
 
     def _bridge_of(self, key: bytes) -> ShardBridge | None:
         node = self._home.get(key)
@@ -329,6 +364,8 @@ class ClusterBridge:
             delay = min(delay * 2, REFRESH_MAX)
 
     def _settled(self, slots: SlotMap) -> bool:
+        if self._plain is not None and not self._plain.connected:
+            return False
         for node, bridge in self._shards.items():
             if not bridge.connected and bridge.channel_keys():
                 return False
@@ -347,9 +384,21 @@ class ClusterBridge:
                 self._home[key] = owner
                 self._shard(owner).adopt(key, sinks, last)
         primaries = set(slots.primaries())
+        plain = self._plain
+        if plain is not None and not plain.connected and plain.node not in primaries:
+            # Its node is gone: listen on another one.
+            self._plain = None
+            replacement = self._plain_listener(avoid=plain.node)
+            for key in plain.channel_keys():
+                sinks, last = plain.detach(key)
+                replacement.adopt(key, sinks, last)
+            self._close_later(plain)
         for node, bridge in list(self._shards.items()):
             if not bridge.channel_keys() and node not in primaries:
                 # A replaced primary: stop reconnecting to it.
                 del self._shards[node]
-                task = self._loop.create_task(bridge.close())
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self._close_later(bridge)
+
+    def _close_later(self, bridge: ShardBridge) -> None:
+        task = self._loop.create_task(bridge.close())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())

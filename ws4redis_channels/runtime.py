@@ -37,6 +37,7 @@ def _new_bridge() -> Bridge:
                 target,
                 connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
                 outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+                plain_publish=conf.WS4REDIS_CLUSTER_PLAIN_PUBLISH,
             ),
         )
     else:

@@ -25,7 +25,7 @@ from .resp import ReplyError, encode_command
 from .slots import Node, key_slot
 from .subscriber import Subscriber
 
-__all__ = ["ShardBridge"]
+__all__ = ["PlainListener", "ShardBridge"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,3 +167,29 @@ class ShardBridge(Bridge):
             self._subscribe([ch])
         for sink in sinks:
             self._joiner.add(sink, [key], catch_up=True)
+
+
+class PlainListener(ShardBridge):
+    """Classic ``SUBSCRIBE`` on one node, for messages sent with a plain ``PUBLISH``.
+
+    A cluster forwards every ``PUBLISH`` to every node, so one connection to
+    any node hears them all. It is live-only (the shard bridges replay the
+    stored messages) and never closes sockets: losing it costs only the plain
+    ``PUBLISH`` messages until the router moves it to another node.
+    """
+
+    _SUBSCRIBE = "SUBSCRIBE"
+    _UNSUBSCRIBE = "UNSUBSCRIBE"
+    _MESSAGE = b"message"
+    _SUBSCRIBED = b"subscribe"
+    _UNSUBSCRIBED = b"unsubscribe"
+    _REPLAY = False
+
+    def _subscribe(self, channels: list[ChannelState]) -> None:
+        Bridge._subscribe(self, channels)  # any channels in one SUBSCRIBE
+
+    def _unsubscribed(self, key: bytes) -> None:
+        pass  # classic subscriptions do not move with slots
+
+    def _give_up(self) -> None:
+        pass  # the sockets' shard bridges decide about 4503
