@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shlex
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.test import override_settings
 
 from tests.cluster import RedisCluster
 from tests.conftest import TIMEOUT, close_code, connect, recv
 from ws4redis_channels import store
 from ws4redis_channels.connection import async_client, parse_target
-from ws4redis_channels.publisher import publish
+from ws4redis_channels.publisher import apublish, publish
 from ws4redis_channels.slots import SLOTS, key_slot
 
 pytestmark = pytest.mark.timeout(180)
@@ -116,6 +119,10 @@ async def test_spublish_cli_api_and_function_reach_every_socket_once_in_order(
     with override_settings(WS4REDIS_CONNECTION=cluster.url):
         for facility in facilities:
             assert publish(facility, f"api {facility}", broadcast=True, expire=0) == 2
+        for facility in facilities:
+            assert await apublish(facility, f"async {facility}", broadcast=True, expire=0) == 2
+        for facility in facilities:
+            call_command("ws4redis_publish", facility, f"cmd {facility}", "--expire", "0")
     for facility in facilities:
         out = cluster.redis_cli(
             "-c",
@@ -131,15 +138,26 @@ async def test_spublish_cli_api_and_function_reach_every_socket_once_in_order(
         assert out.strip() == "2"
     for facility in facilities:  # a marker after everything: nothing else came in between
         cluster.redis_cli("-c", "-p", str(port), "SPUBLISH", f"_broadcast_:{facility}", "end")
-    got = await asyncio.gather(*(receive(ws, 4) for _, ws in sockets))
+    got = await asyncio.gather(*(receive(ws, 6) for _, ws in sockets))
     for (facility, _), messages in zip(sockets, got, strict=True):
-        assert messages == [f"cli {facility}", f"api {facility}", f"fcall {facility}", "end"]
+        assert messages == [
+            f"cli {facility}",
+            f"api {facility}",
+            f"async {facility}",
+            f"cmd {facility}",
+            f"fcall {facility}",
+            "end",
+        ]
     for server in servers:
         assert server.process is not None
         pid = server.process.pid
         # One subscriber connection per shard, whatever the number of sockets.
         assert sorted(bridge_connections(cluster, pid).values()) == [0, 0, 0, 1, 1, 1]
-        assert redis_connections(pid, cluster.ports) <= 3 + 8
+        connections = redis_connections(pid, cluster.ports)
+        # The subscribers, and the command client's connections (a few per
+        # primary: joins' GETs, the function, the sockets' publications).
+        assert 3 <= connections <= 3 + 3 * 3, connections
+        print(f"Redis connections of process {pid}: {connections}")
     for _, ws in sockets:
         await ws.close()
 
@@ -432,3 +450,26 @@ async def test_a_shard_without_a_primary_closes_only_its_sockets_with_4503(
                 client.execute_command("SPUBLISH", f"_broadcast_:{facility}", "still here")
                 assert await recv(ws) == "still here"
                 await ws.close()
+
+
+def cluster_examples() -> list[str]:
+    """The ``redis-cli -c`` command lines of the docs (Redis reference, cluster how-to)."""
+    found = []
+    for page in ("reference/redis.rst", "howto/cluster.rst"):
+        text = (Path(__file__).parent.parent / "docs" / page).read_text()
+        found += re.findall(r"^\s+\$ redis-cli -c (.+)$", text, re.MULTILINE)
+    return found
+
+
+async def test_the_cluster_examples_of_the_docs_reach_sockets(
+    cluster: RedisCluster, daphne_factory: Any
+) -> None:
+    server = daphne_factory({"REDIS_URL": cluster.url})
+    ws = await connect(server, "/ws/foobar?subscribe-broadcast")
+    examples = cluster_examples()
+    assert len(examples) >= 4, examples
+    for example in examples:
+        args = shlex.split(example.replace("-p 7000", f"-p {cluster.ports[0]}"))
+        cluster.redis_cli("-c", *args)
+        assert await recv(ws) == "Hello", example
+    await ws.close()
