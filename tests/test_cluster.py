@@ -424,6 +424,8 @@ async def test_a_socket_on_a_slot_that_moved_unseen_follows_it(
         for n in range(3):
             publish(moved[0], f"live {n}", broadcast=True, expire=60)
         assert await receive(ws, 3) == ["live 0", "live 1", "live 2"]
+    # The subscription was refused with -MOVED and followed (not a lucky fresh map).
+    assert "moved 1 channels away" in server.log()
     await ws.close()
     await first.close()
 

@@ -176,19 +176,32 @@ class ClusterBridge:
         joins = [bridge.join(sink, names) for bridge, names in groups]
         if self.plain_publish:
             joins.append(self._join_plain(sink, channels))
-        joined: list[tuple[ShardBridge, list[str]]] = []
-        results = (await asyncio.gather(*joins, return_exceptions=True))[: len(groups)]
-        failure: BaseException | None = None
-        for (bridge, names), result in zip(groups, results, strict=True):
-            if isinstance(result, BaseException):
-                failure = failure or result
-            else:
-                joined.append((bridge, names))
+        results = await asyncio.gather(*joins, return_exceptions=True)
+        failure = next((r for r in results[: len(groups)] if isinstance(r, BaseException)), None)
+        if failure is None:
+            try:
+                await self._follow_moves(sink, groups)
+            except (asyncio.TimeoutError, RedisError) as exc:
+                failure = RedisUnavailable(f"Redis {self.target.describe()}: {exc!r}")
         if failure is not None:
-            for bridge, names in joined:
+            names = list(dict.fromkeys(channels))
+            for bridge in self._bridges():
                 bridge.leave(sink, names)
-            self._forget_homes(channels)
+            self._forget_homes(names)
             raise failure
+
+    async def _follow_moves(self, sink: Sink, groups: list[tuple[ShardBridge, list[str]]]) -> None:
+        """Wait for the channels that moved to another shard while ``sink`` joined: it is
+        accepted once it receives their live traffic there too."""
+        waits = []
+        for bridge, names in groups:
+            for name in names:
+                key = name.encode()
+                home = self._bridge_of(key)
+                if home is not None and home is not bridge:
+                    waits.append(home.adopted(sink, key))
+        if waits:
+            await asyncio.wait_for(asyncio.gather(*waits), self.connect_timeout)
 
     async def _join_plain(self, sink: Sink, channels: Sequence[str]) -> None:
         # Best effort: the sharded subscriptions are what the guarantees rest on.
@@ -282,6 +295,7 @@ class ClusterBridge:
 
     def _group(self, channels: Sequence[str]) -> list[tuple[ShardBridge, list[str]]]:
         groups: dict[Node, list[str]] = {}
+        homes: dict[bytes, Node] = {}
         for name in dict.fromkeys(channels):
             key = name.encode()
             node = self._home.get(key) or self._slots.node_for(key)
@@ -289,8 +303,9 @@ class ClusterBridge:
                 raise RedisUnavailable(
                     f"no primary serves the slot of {name!r} in {self.target.describe()}"
                 )
-            self._home[key] = node
+            homes[key] = node
             groups.setdefault(node, []).append(name)
+        self._home.update(homes)
         return [(self._shard(node), names) for node, names in groups.items()]
 
     def _forget_homes(self, channels: Iterable[str]) -> None:

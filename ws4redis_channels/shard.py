@@ -16,6 +16,8 @@ outage of one primary closes only the sockets of its channels.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
@@ -54,6 +56,8 @@ class ShardBridge(Bridge):
         outage_timeout: float = 30.0,
     ) -> None:
         self.node = node
+        # Sockets taken over from another shard, until they get live traffic here.
+        self._adoptions: dict[tuple[bytes, Sink], asyncio.Future[None]] = {}
         self._on_moved = on_moved
         self._on_shard_down = on_down
         # ``target`` (the cluster) serves commands: MGET and publishing go
@@ -166,7 +170,19 @@ class ShardBridge(Bridge):
         if not ch.requested:
             self._subscribe([ch])
         for sink in sinks:
-            self._joiner.add(sink, [key], catch_up=True)
+            future = self._joiner.add(sink, [key], catch_up=True)
+            self._adoptions[key, sink] = future
+            future.add_done_callback(functools.partial(self._adoption_done, key, sink))
+
+    def _adoption_done(self, key: bytes, sink: Sink, future: asyncio.Future[None]) -> None:
+        if self._adoptions.get((key, sink)) is future:
+            del self._adoptions[key, sink]
+
+    async def adopted(self, sink: Sink, key: bytes) -> None:
+        """Wait until ``sink``, taken over from another shard, gets ``key``'s live traffic."""
+        future = self._adoptions.get((key, sink))
+        if future is not None:
+            await asyncio.shield(future)
 
 
 class PlainListener(ShardBridge):
