@@ -149,7 +149,7 @@ async def connect(
     **kwargs: Any,
 ) -> Any:
     """Open a websocket to ``server`` (with the server's own Origin unless told otherwise)."""
-    headers = {}
+    headers = dict(kwargs.pop("additional_headers", None) or {})
     if session is not None:
         headers["Cookie"] = f"sessionid={session}"
     return await asyncio.wait_for(

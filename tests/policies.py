@@ -27,3 +27,18 @@ def members_only(request, channels):
 
 def broken(request, channels):
     return None
+
+
+def explodes(request, channels):
+    """A callback with a bug: the handshake must still get a documented refusal."""
+    raise RuntimeError("bug in the policy callback")
+
+
+class BrokenSessionStore:
+    """A session store whose backend is down (``SESSION_ENGINE = "tests.policies"``)."""
+
+    def __init__(self, session_key=None):
+        raise ConnectionError("session backend unreachable")
+
+
+SessionStore = BrokenSessionStore

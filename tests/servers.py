@@ -40,12 +40,17 @@ def wait_for_port(
 
 
 class Daphne:
-    """One daphne process serving ``testproject.asgi:application``."""
+    """One daphne process serving ``testproject.asgi:application`` (or ``app``)."""
 
     def __init__(
-        self, env: dict[str, str] | None = None, *args: str, port: int | None = None
+        self,
+        env: dict[str, str] | None = None,
+        *args: str,
+        port: int | None = None,
+        app: str = "testproject.asgi:application",
     ) -> None:
         self.port = port or free_port()
+        self.app = app
         self.env = {**os.environ, **(env or {})}
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
         # The test process allows sync ORM calls from async tests; the server must not.
@@ -76,7 +81,7 @@ class Daphne:
                 "-p",
                 str(self.port),
                 *self.args,
-                "testproject.asgi:application",
+                self.app,
             ],
             cwd=ROOT,
             env=self.env,

@@ -297,9 +297,20 @@ async def test_a_killed_primary_is_replaced_and_delivery_resumes_without_duplica
         ):
             await asyncio.sleep(0.05)
 
-    await asyncio.wait_for(
-        asyncio.gather(*(resumed(x) for x in hit)), max(0.1, deadline - time.monotonic())
-    )
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(resumed(x) for x in hit)), max(0.1, deadline - time.monotonic())
+        )
+    except asyncio.TimeoutError:
+        after_kill = {
+            f: sum(1 for t in traffic.confirmed[f].values() if t > killed_at)
+            for f in facilities
+            if owner[f] == victim
+        }
+        raise AssertionError(
+            f"delivery did not resume within 10 s; confirmed after the crash: {after_kill}; "
+            f"daphne log:\n{server.log()[-3000:]}"
+        ) from None
     await _finish(cluster, traffic, listeners)
     assert traffic.failures > 0, "the crash did not disturb the publisher: nothing tested"
     for listener in listeners:

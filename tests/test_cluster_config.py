@@ -59,6 +59,8 @@ def test_a_cluster_target_describes_itself_without_credentials() -> None:
         ({"cluster": True, "sentinels": [("s", 26379)]}, "remove 'sentinels'"),
         ({"cluster": True, "unix_socket_path": "/tmp/r.sock"}, "over TCP"),
         ({"cluster": True, "startup_nodes": "h1:7000,h2:7001"}, "must be a list"),
+        ("redis+cluster://h1:7000/?wait_replicas=1", "not supported on a Redis Cluster"),
+        ({"cluster": True, "host": "h", "wait_replicas": 1}, "not supported on a Redis Cluster"),
         ("redis+clusters://h1:7000/", "must be a redis://"),
     ],
 )

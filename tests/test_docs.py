@@ -119,9 +119,10 @@ def test_every_system_check_id_is_documented():
     for name, number in SETTING_IDS.items():
         assert f"ws4redis_channels.{number}" in text and name in text, name
     assert "ws4redis_channels.W001" in text
+    assert "ws4redis_channels.W030" in text
 
 
-@pytest.mark.parametrize("name", ["ws4redis_publish", "ws4redis_load_function"])
+@pytest.mark.parametrize("name", ["ws4redis_publish", "ws4redis_load_function", "ws4redis_naming"])
 def test_every_option_of_the_management_commands_is_documented(name):
     from django.core.management import load_command_class
 
@@ -360,3 +361,98 @@ def test_the_docs_build_without_warnings(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-5000:]
+
+
+# -- the migration guide -----------------------------------------------------------
+
+OLDCHAT = ROOT / "tests" / "oldchat"
+
+
+def guide_blocks(language: str) -> list[tuple[str | None, str]]:
+    """(caption, code) of each ``code-block:: <language>`` of the migration guide."""
+    text = read("migration.rst")
+    pattern = re.compile(
+        rf"^(?P<indent> *)\.\. code-block:: {language}\n"
+        r"(?:(?P=indent)   :caption: (?P<caption>\S+)\n)?\n"
+        r"(?P<body>(?:(?P=indent)   .*\n|\n)+)",
+        re.MULTILINE,
+    )
+    blocks = []
+    for match in pattern.finditer(text):
+        lines = match.group("body").rstrip("\n").split("\n")
+        width = len(match.group("indent")) + 3
+        blocks.append((match.group("caption"), "\n".join(line[width:] for line in lines)))
+    return blocks
+
+
+def test_the_guides_python_blocks_are_valid_python():
+    blocks = guide_blocks("python")
+    assert len(blocks) >= 5
+    for _, code in blocks:
+        ast.parse(code)
+
+
+def test_the_guides_settings_and_asgi_blocks_are_what_the_migrated_project_has():
+    # The guide's examples are named "chatserver", like the original's example project.
+    captioned = [(c, code) for c, code in guide_blocks("python") if c]
+    assert {c for c, _ in captioned} == {"settings.py", "asgi.py"}
+    for caption, code in captioned:
+        project = (OLDCHAT / caption).read_text(encoding="utf-8")
+        assert code.replace("chatserver", "tests.oldchat") in project, (caption, code)
+
+
+def test_the_guide_gets_the_naming_history_right():
+    text = " ".join(read("migration.rst").split())
+    assert "0.3.0 to 0.6.0" in text and "``_broadcast_:`` exists only in 0.2.x" in text
+    assert 'WS4REDIS_NAMING = "typed"' in text
+    steps = text[text.index("Steps ----- ") :]
+    assert steps.index("3. Set the naming") < steps.index("Settings ------")
+
+
+def guide_console(command_start: str) -> tuple[str, list[str]]:
+    """The command line starting with ``command_start`` and the output lines after it."""
+    for _, block in guide_blocks("console"):
+        lines = block.split("\n")
+        for i, line in enumerate(lines):
+            if line.startswith(f"$ {command_start}"):
+                output = []
+                for after in lines[i + 1 :]:
+                    if after.startswith("$ "):
+                        break
+                    output.append(after)
+                return line[2:], output
+    raise AssertionError(f"no '$ {command_start}' in the guide")
+
+
+async def test_the_guides_ways_to_tell_the_naming_show_what_they_print(redis_client):
+    import io
+
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    # The Redis of the guide: one stored message (and a session of
+    # django-redis-sessions), two channels sockets listen on.
+    redis_client.set("demo:broadcast:foobar", b"stored")
+    redis_client.set("session:" + "k" * 32, b"a session")
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe("demo:user:john:foobar", "demo:broadcast:foobar")
+    for _ in range(2):
+        assert pubsub.get_message(timeout=TIMEOUT)["type"] == "subscribe"
+    try:
+        command, expected = guide_console("python manage.py ws4redis_naming")
+        out = io.StringIO()
+        with override_settings(WS4REDIS_PREFIX="demo"):
+            call_command(*shlex.split(command)[2:], stdout=out)
+        assert out.getvalue().rstrip("\n").split("\n") == expected
+        cli = redis_cli()
+        if cli is None:
+            pytest.skip("needs redis-cli")
+        port = redis_client.connection_pool.connection_kwargs["port"]
+        for start in ("redis-cli --scan", "redis-cli PUBSUB"):
+            command, expected = guide_console(start)
+            argv = [cli, "-p", str(port), *shlex.split(command)[1:]]
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            assert result.returncode == 0, result.stderr
+            assert sorted(result.stdout.split()) == sorted(expected), command
+    finally:
+        pubsub.close()

@@ -9,16 +9,15 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import redis
 from channels_redis.core import RedisChannelLayer
 
-from testproject.redis_server import RedisServer, find_redis_server, free_port
+from testproject.redis_server import RedisServer
 from tests.conftest import TIMEOUT, close_code, connect, recv
+from tests.sentinels import SentinelGroup
 from tests.servers import Daphne
 from ws4redis_channels.names import group_for
 
@@ -125,71 +124,28 @@ async def test_sockets_are_closed_with_4503_when_redis_stays_down(daphne_factory
 
 
 # -- Sentinel -----------------------------------------------------------------------
-
-
-class Sentinel:
-    def __init__(self, master_port: int, tmp: Path) -> None:
-        self.port = free_port()
-        self.conf = tmp / f"sentinel-{self.port}.conf"
-        self.conf.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {tmp}\n"
-            f"sentinel monitor mymaster 127.0.0.1 {master_port} 2\n"
-            "sentinel down-after-milliseconds mymaster 1000\n"
-            "sentinel failover-timeout mymaster 3000\n"
-        )
-        self.process = subprocess.Popen(
-            [find_redis_server(), str(self.conf), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(5)
+# Manual failovers and killed masters under load: tests/test_sentinel_failover.py.
 
 
 async def test_sentinel_failover_is_followed(daphne_factory, tmp_path):
-    with RedisServer() as master, RedisServer(None) as replica_holder:
-        replica_holder.stop()
-        replica = RedisServer(
-            replica_holder.port, "--replicaof", "127.0.0.1", str(master.port)
-        ).start()
-        sentinels = [Sentinel(master.port, tmp_path) for _ in range(3)]
+    with SentinelGroup(tmp_path) as group:
+        server = daphne_factory({"REDIS_URL": group.url})
+        sockets = [await connect(server, "/ws/failover?subscribe-broadcast") for _ in range(5)]
+        redis.Redis(port=group.master.port).publish("_broadcast_:failover", "before")
+        assert [await recv(ws) for ws in sockets] == ["before"] * 5
+
+        switch = await group.kill_master()
         try:
-            probe = redis.Redis(port=sentinels[0].port)
-            await wait_until(lambda: _ping(probe), 10)
-            await wait_until(lambda: len(probe.sentinel_sentinels("mymaster")) == 2, 20)
-            hosts = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
-            server = daphne_factory({"REDIS_URL": f"redis+sentinel://{hosts}/mymaster/0"})
-            sockets = [await connect(server, "/ws/failover?subscribe-broadcast") for _ in range(5)]
-            redis.Redis(port=master.port).publish("_broadcast_:failover", "before")
-            assert [await recv(ws) for ws in sockets] == ["before"] * 5
-
-            master.stop()
-            await wait_until(
-                lambda: probe.sentinel_get_master_addr_by_name("mymaster")[1] == replica.port,
-                30,
-                0.2,
-            )
-            promoted = redis.Redis(port=replica.port)
-            await wait_until(
-                lambda: promoted.pubsub_numsub("_broadcast_:failover")[0][1] >= 1, 15, 0.1
-            )
-            promoted.publish("_broadcast_:failover", "after failover")
-            assert [await recv(ws) for ws in sockets] == ["after failover"] * 5
-            for ws in sockets:
-                await ws.close()
+            new_port = await switch.switched(30)
         finally:
-            for sentinel in sentinels:
-                sentinel.stop()
-            replica.stop()
-
-
-def _ping(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+            await switch.close()
+        assert new_port == group.replica.port
+        promoted = redis.Redis(port=new_port)
+        await wait_until(lambda: promoted.pubsub_numsub("_broadcast_:failover")[0][1] >= 1, 15, 0.1)
+        promoted.publish("_broadcast_:failover", "after failover")
+        assert [await recv(ws) for ws in sockets] == ["after failover"] * 5
+        for ws in sockets:
+            await ws.close()
 
 
 # -- slow and dead clients ----------------------------------------------------------

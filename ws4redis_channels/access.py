@@ -33,6 +33,8 @@ from .names import Audience, validate_identity
 
 __all__ = [
     "FLAGS",
+    "MAX_QUERY_FIELDS",
+    "MAX_QUERY_LENGTH",
     "PUBLISH_FLAGS",
     "SUBSCRIBE_FLAGS",
     "Identity",
@@ -58,6 +60,10 @@ PUBLISH_FLAGS = {
     "publish-group": Audience.GROUP,
 }
 FLAGS = frozenset({*SUBSCRIBE_FLAGS, *PUBLISH_FLAGS, "echo"})
+
+#: Longer query strings, or more parameters, are refused with 4400 at the handshake.
+MAX_QUERY_LENGTH = 8192
+MAX_QUERY_FIELDS = 100
 
 
 def parse_flags(query_string: bytes | str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Django app configuration: registers the system checks."""
+"""Django app configuration: registers the system checks and the login signal receiver."""
 
 from __future__ import annotations
 
@@ -12,4 +12,9 @@ class WS4RedisChannelsConfig(AppConfig):
     verbose_name = "Websockets for Redis (Channels)"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_in
+
         from . import checks  # noqa: F401  (registers the checks)
+        from .memberof import store_groups_in_session
+
+        user_logged_in.connect(store_groups_in_session, dispatch_uid="ws4redis_channels.memberof")

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from . import store
-from .connection import RedisTarget, async_client
+from .connection import RedisTarget, async_client, fence
 from .echoes import Echoes
 from .exceptions import RedisError, RedisUnavailable
 from .frames import Batch, Outbound, make_message
@@ -254,12 +254,25 @@ class Bridge:
                 if ch is not None and sink in ch.sinks:
                     ch.echoes.add(sink, payload)
                     marked.append(ch)
+        taken = fence(self.target)  # before the publication starts
         try:
-            return await store.apublish(async_client(self.target), channels, payload, expire)
+            return await store.apublish(
+                async_client(self.target),
+                channels,
+                payload,
+                expire,
+                replicas=taken.replicas,
+                timeout=taken.timeout,
+                holds=taken.holds,
+            )
         except BaseException:
             for ch in marked:
                 ch.echoes.discard(sink, payload)
             raise
+
+    def follow_master(self, address: tuple[str, int]) -> None:
+        """Sentinel moved the master to ``address``: resubscribe there at once."""
+        self.subscriber.follow_master(address)
 
     def deliver_local(self, channel: str, message: dict[str, Any]) -> None:
         """Deliver an ASGI ``websocket.send`` message to the local sockets of ``channel``.
@@ -421,7 +434,11 @@ class Bridge:
                 keys_of.setdefault(sink, []).append(ch.key)
             ch.sinks.clear()
         for sink, keys in keys_of.items():
-            self._joiner.add(sink, keys, catch_up=True)
+            self._rejoin(sink, keys)
+
+    def _rejoin(self, sink: Sink, keys: list[bytes]) -> None:
+        """Catch ``sink`` up on ``keys`` (a shard bridge also retries a failed catch-up)."""
+        self._joiner.add(sink, keys, catch_up=True)
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)

@@ -32,9 +32,18 @@ SETTING_IDS = {
     "WS4REDIS_CHANNEL_LAYER": "E016",
     "WS4REDIS_ALLOWED_ORIGINS": "E017",
     "WS4REDIS_DIRECT_WRITES": "E018",
+    "WS4REDIS_PUBLISH_BYTES_RATE": "E019",
+    "WS4REDIS_PUBLISH_BYTES_BURST": "E020",
+    "WS4REDIS_MAX_STORED_CHANNELS": "E021",
+    # E023-E029 were kept for settings of the same release (ids are never reused).
+    "WS4REDIS_SUBPROTOCOLS": "E030",
+    "WEBSOCKET_HOST": "E031",
     # Redis Cluster settings: E060 onwards.
     "WS4REDIS_CLUSTER_PLAIN_PUBLISH": "E060",
 }
+
+# Checks of several settings together.
+BYTES_BURST_BELOW_MESSAGE_SIZE = "ws4redis_channels.E022"
 
 
 @checks.register()
@@ -50,6 +59,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             messages.append(checks.Error(str(exc), id=f"ws4redis_channels.{number}"))
     messages.extend(_check_cluster())
     try:
+        burst, size = conf.WS4REDIS_PUBLISH_BYTES_BURST, conf.WS4REDIS_MAX_MESSAGE_SIZE
+        limited = conf.WS4REDIS_PUBLISH_BYTES_RATE > 0
+    except ImproperlyConfigured:
+        limited = False
+    if limited and burst < size:
+        messages.append(
+            checks.Error(
+                f"WS4REDIS_PUBLISH_BYTES_BURST ({burst}) is smaller than "
+                f"WS4REDIS_MAX_MESSAGE_SIZE ({size}): frames between the two sizes could "
+                "never be published",
+                hint="Make WS4REDIS_PUBLISH_BYTES_BURST at least WS4REDIS_MAX_MESSAGE_SIZE.",
+                id=BYTES_BURST_BELOW_MESSAGE_SIZE,
+            )
+        )
+    try:
         permissive = conf.WS4REDIS_PUBLISH_POLICY == "permissive"
     except ImproperlyConfigured:
         permissive = False
@@ -64,6 +88,37 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     return messages
+
+
+@checks.register(deploy=True)
+def check_naming_in_redis(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """With ``check --deploy``: warn when Redis holds names of another naming or prefix.
+
+    It scans at most 1,000 keys and the subscribed channels (see
+    ``manage.py ws4redis_naming``); an unreachable Redis is not reported here.
+    """
+    from .connection import sync_client
+    from .naming_detection import inspect
+
+    try:
+        naming, prefix = conf.WS4REDIS_NAMING, conf.WS4REDIS_PREFIX
+        findings = inspect(sync_client(parse_target(conf.WS4REDIS_CONNECTION)), limit=1000)
+    except Exception:  # wrong settings are E00x above; no Redis here is not a deploy error
+        return []
+    verdict = findings.verdict()
+    if verdict is None or findings.matches(naming, prefix):
+        return []
+    found_naming, found_prefix = verdict
+    return [
+        checks.Warning(
+            f"Redis holds channel names of the {found_naming.value!r} naming with prefix "
+            f"{found_prefix!r}, but WS4REDIS_NAMING is {naming.value!r} and WS4REDIS_PREFIX "
+            f"is {prefix!r}: sockets would not hear those publishers",
+            hint=f'Set WS4REDIS_NAMING = "{found_naming.value}" and WS4REDIS_PREFIX = '
+            f'"{found_prefix}" (python manage.py ws4redis_naming shows what was found).',
+            id="ws4redis_channels.W030",
+        )
+    ]
 
 
 def _check_cluster() -> list[checks.CheckMessage]:

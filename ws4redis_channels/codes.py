@@ -27,6 +27,7 @@ class CloseCode(enum.IntEnum):
     MESSAGE_TOO_BIG = 4413
     SESSION_REQUIRED = 4428
     RATE_LIMITED = 4429
+    HANDSHAKE_FAILED = 4500
     REDIS_UNAVAILABLE = 4503
     TOO_SLOW = 4507
 
@@ -37,13 +38,14 @@ CLOSE_REASONS: dict[CloseCode, str] = {
     CloseCode.INVALID_PAYLOAD: "text frame is not valid UTF-8 (sent by the server itself)",
     CloseCode.TOO_BIG_FOR_SERVER: "frame larger than the server's limit (sent by daphne itself)",
     CloseCode.INTERNAL_ERROR: "unexpected server error",
-    CloseCode.BAD_REQUEST: "invalid facility in the URL",
+    CloseCode.BAD_REQUEST: "invalid facility or query string in the URL",
     CloseCode.LOGIN_REQUIRED: "user or group flags need a logged-in user",
     CloseCode.FORBIDDEN: "this socket may not publish",
     CloseCode.NOT_FOUND: "no websocket endpoint at this path",
     CloseCode.MESSAGE_TOO_BIG: "message larger than WS4REDIS_MAX_MESSAGE_SIZE",
     CloseCode.SESSION_REQUIRED: "session flags need a saved session",
-    CloseCode.RATE_LIMITED: "publishing faster than WS4REDIS_PUBLISH_RATE allows",
+    CloseCode.RATE_LIMITED: "publishing more than the limits of WS4REDIS_PUBLISH_* allow",
+    CloseCode.HANDSHAKE_FAILED: "unexpected server error during the handshake",
     CloseCode.REDIS_UNAVAILABLE: "Redis is unreachable; reconnect later",
     CloseCode.TOO_SLOW: "client reads too slowly; outbound buffer over WS4REDIS_MAX_BUFFER_SIZE",
 }

@@ -22,6 +22,7 @@ __all__ = ["DEFAULTS", "Settings", "conf"]
 
 DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_URL": "/ws/",
+    "WEBSOCKET_HOST": None,
     "WS4REDIS_CONNECTION": {"host": "localhost", "port": 6379, "db": 0, "password": None},
     "WS4REDIS_PREFIX": "",
     "WS4REDIS_NAMING": "classic",
@@ -33,12 +34,16 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_MAX_MESSAGE_SIZE": 64 * 1024,
     "WS4REDIS_PUBLISH_RATE": 20.0,
     "WS4REDIS_PUBLISH_BURST": 40,
+    "WS4REDIS_PUBLISH_BYTES_RATE": 256 * 1024,
+    "WS4REDIS_PUBLISH_BYTES_BURST": 1024 * 1024,
+    "WS4REDIS_MAX_STORED_CHANNELS": 100,
     "WS4REDIS_MAX_BUFFER_SIZE": 1024 * 1024,
     "WS4REDIS_OUTAGE_TIMEOUT": 30.0,
     "WS4REDIS_CONNECT_TIMEOUT": 5.0,
     "WS4REDIS_CHANNEL_LAYER": "default",
     "WS4REDIS_ALLOWED_ORIGINS": None,
     "WS4REDIS_DIRECT_WRITES": True,
+    "WS4REDIS_SUBPROTOCOLS": None,
     "WS4REDIS_CLUSTER_PLAIN_PUBLISH": False,
 }
 
@@ -68,6 +73,17 @@ class Settings:
         if not isinstance(value, str) or not value.startswith("/") or not value.endswith("/"):
             raise ImproperlyConfigured(
                 f"WEBSOCKET_URL must be a path that starts and ends with '/', got {value!r}"
+            )
+        return value
+
+    @property
+    def WEBSOCKET_HOST(self) -> str | None:
+        value = _get("WEBSOCKET_HOST")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value or any(c in value for c in "/ \t"):
+            raise ImproperlyConfigured(
+                f"WEBSOCKET_HOST must be a host name (with an optional port) or None, got {value!r}"
             )
         return value
 
@@ -182,6 +198,18 @@ class Settings:
         return int(_number("WS4REDIS_PUBLISH_BURST", integer=True, positive=True))
 
     @property
+    def WS4REDIS_PUBLISH_BYTES_RATE(self) -> float:
+        return float(_number("WS4REDIS_PUBLISH_BYTES_RATE"))
+
+    @property
+    def WS4REDIS_PUBLISH_BYTES_BURST(self) -> int:
+        return int(_number("WS4REDIS_PUBLISH_BYTES_BURST", integer=True, positive=True))
+
+    @property
+    def WS4REDIS_MAX_STORED_CHANNELS(self) -> int:
+        return int(_number("WS4REDIS_MAX_STORED_CHANNELS", integer=True))
+
+    @property
     def WS4REDIS_MAX_BUFFER_SIZE(self) -> int:
         return int(_number("WS4REDIS_MAX_BUFFER_SIZE", integer=True, positive=True))
 
@@ -237,6 +265,24 @@ class Settings:
                 f"WS4REDIS_ALLOWED_ORIGINS must be a list of origins or None, got {value!r}"
             )
         return list(value)
+
+    @property
+    def WS4REDIS_SUBPROTOCOLS(self) -> tuple[str, ...] | None:
+        value = _get("WS4REDIS_SUBPROTOCOLS")
+        if value is None:
+            return None
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_SUBPROTOCOLS must be a list of subprotocol names or None, got {value!r}"
+            )
+        names = tuple(value)
+        for name in names:
+            if not isinstance(name, str) or not name or any(c in name for c in ' ,;"\t'):
+                raise ImproperlyConfigured(
+                    f"WS4REDIS_SUBPROTOCOLS: {name!r} is not a subprotocol name "
+                    "(a non-empty token without spaces, commas or quotes)"
+                )
+        return names
 
 
 conf = Settings()

@@ -15,6 +15,12 @@ A cluster target's command clients are redis-py ``RedisCluster`` instances
 the commands the app uses have the same signatures. Use :func:`is_cluster`
 where the two differ (multi-key commands, pipelines, pub/sub).
 
+``wait_replicas`` and ``wait_timeout`` (URL query or dict keys) say how many
+replicas must confirm each publication (Redis ``WAIT``) before it counts as
+published: 1 by default with Sentinel, 0 otherwise. With Sentinel, a
+:class:`~ws4redis_channels.sentinel.SentinelWatcher` makes every client of
+this module follow a failover at once (:func:`follow_master`).
+
 Errors of the Redis client are re-raised at this boundary as the app's own
 (:func:`redis_errors`): :class:`~ws4redis_channels.exceptions.RedisTimeout`,
 :class:`~ws4redis_channels.exceptions.RedisUnavailable` and
@@ -30,10 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl as ssl_module
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
@@ -41,15 +48,22 @@ from urllib.parse import parse_qs, unquote, urlparse
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
+import redis.retry
 import redis.sentinel
+from redis.backoff import NoBackoff
 
 from .exceptions import RedisCommandError, RedisTimeout, RedisUnavailable, WS4RedisError
+from .sentinel import Master, SentinelWatcher, discover_master, watcher
 
 __all__ = [
+    "Fence",
     "RedisTarget",
     "async_client",
+    "fence",
+    "follow_master",
     "is_cluster",
     "parse_target",
     "redis_errors",
@@ -84,11 +98,22 @@ class RedisTarget:
     cluster: bool = False
     startup_nodes: tuple[tuple[str, int], ...] = ()
 
+    # Replicas that must confirm a publication (None: 1 with Sentinel, else 0).
+    wait_replicas: int | None = None
+    wait_timeout: float = 1.0
+
     def node(self, host: str, port: int) -> RedisTarget:
         """Return the target of one node of this cluster (same credentials and TLS)."""
         return RedisTarget(
             host=host, port=port, username=self.username, password=self.password, ssl=self.ssl
         )
+
+    @property
+    def replicas(self) -> int:
+        """How many replicas must confirm each publication before it counts as published."""
+        if self.wait_replicas is not None:
+            return self.wait_replicas
+        return 1 if self.sentinels else 0
 
     def describe(self) -> str:
         """Return where this target points, without credentials, for log lines."""
@@ -167,8 +192,11 @@ def _parse_url(url: str) -> RedisTarget:
     username = unquote(parsed.username) if parsed.username else None
     password = unquote(parsed.password) if parsed.password else None
     db = int(query.get("db", 0))
+    waits = _waits(query)
     if parsed.scheme == "unix":
-        return RedisTarget(path=unquote(parsed.path), db=db, username=username, password=password)
+        return RedisTarget(
+            path=unquote(parsed.path), db=db, username=username, password=password, **waits
+        )
     if parsed.scheme == "redis+sentinel":
         netloc = parsed.netloc.rpartition("@")[2]
         sentinels = []
@@ -185,6 +213,7 @@ def _parse_url(url: str) -> RedisTarget:
             sentinels=tuple(sentinels),
             service_name=unquote(parts[0]),
             sentinel_password=query.get("sentinel_password"),
+            **waits,
         )
     if parsed.scheme in ("redis+cluster", "rediss+cluster"):
         netloc = parsed.netloc.rpartition("@")[2]
@@ -193,6 +222,11 @@ def _parse_url(url: str) -> RedisTarget:
             raise ValueError(f"redis+cluster URL {url!r} names no node: add host:port")
         path_db = parsed.path.strip("/")
         _check_cluster_db(int(query["db"]) if "db" in query else int(path_db or 0), repr(url))
+        if "wait_replicas" in query:
+            raise ValueError(
+                f"{url!r}: wait_replicas is not supported on a Redis Cluster (WAIT cannot "
+                "follow each channel to its shard); remove it"
+            )
         return RedisTarget(
             host=nodes[0][0],
             port=nodes[0][1],
@@ -212,7 +246,30 @@ def _parse_url(url: str) -> RedisTarget:
         username=username,
         password=password,
         ssl=parsed.scheme == "rediss",
+        **waits,
     )
+
+
+def _waits(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Read ``wait_replicas`` and ``wait_timeout`` from a URL query or a dict."""
+    waits: dict[str, Any] = {}
+    replicas = options.get("wait_replicas")
+    if replicas is not None:
+        try:
+            waits["wait_replicas"] = int(replicas)
+        except (TypeError, ValueError):
+            waits["wait_replicas"] = -1
+        if isinstance(replicas, bool) or waits["wait_replicas"] < 0:
+            raise ValueError(f"wait_replicas must be a non-negative int, got {replicas!r}")
+    timeout = options.get("wait_timeout")
+    if timeout is not None:
+        try:
+            waits["wait_timeout"] = float(timeout)
+        except (TypeError, ValueError):
+            waits["wait_timeout"] = 0.0
+        if isinstance(timeout, bool) or not waits["wait_timeout"] > 0:
+            raise ValueError(f"wait_timeout must be a positive number of seconds, got {timeout!r}")
+    return waits
 
 
 def parse_target(value: str | Mapping[str, Any]) -> RedisTarget:
@@ -232,6 +289,11 @@ def parse_target(value: str | Mapping[str, Any]) -> RedisTarget:
                 "'unix_socket_path' with 'startup_nodes' or 'host'/'port'"
             )
         _check_cluster_db(int(value.get("db") or 0), "WS4REDIS_CONNECTION")
+        if value.get("wait_replicas"):
+            raise ValueError(
+                "WS4REDIS_CONNECTION: wait_replicas is not supported on a Redis Cluster "
+                "(WAIT cannot follow each channel to its shard); remove it"
+            )
         nodes = _cluster_nodes(value.get("startup_nodes"))
         if not nodes:
             nodes = ((str(value.get("host") or "localhost"), int(value.get("port") or 6379)),)
@@ -255,10 +317,15 @@ def parse_target(value: str | Mapping[str, Any]) -> RedisTarget:
         sentinels=sentinels,
         service_name=value.get("service_name") or value.get("master_name"),
         sentinel_password=value.get("sentinel_password"),
+        **_waits(value),
     )
 
 
-def _client_kwargs(target: RedisTarget) -> dict[str, Any]:
+def _client_kwargs(target: RedisTarget, *, asynchronous: bool = False) -> dict[str, Any]:
+    # No retries: redis-py would run a publication again after a lost
+    # connection or a timeout, and the first run may have happened (a
+    # failover drops connections mid-command): delivered twice.
+    retry_class = redis.asyncio.retry.Retry if asynchronous else redis.retry.Retry
     kwargs: dict[str, Any] = {
         "db": target.db,
         "username": target.username,
@@ -266,6 +333,7 @@ def _client_kwargs(target: RedisTarget) -> dict[str, Any]:
         "socket_timeout": COMMAND_TIMEOUT,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "protocol": 2,
+        "retry": retry_class(NoBackoff(), 0),
     }
     return kwargs
 
@@ -280,7 +348,8 @@ def _sentinel_kwargs(target: RedisTarget) -> dict[str, Any]:
 _async_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[RedisTarget, redis.asyncio.Redis]
 ] = weakref.WeakKeyDictionary()
-_sync_clients: dict[RedisTarget, redis.Redis] = {}
+# Keyed by process too: a forked child needs its own watcher and its listeners.
+_sync_clients: dict[tuple[RedisTarget, int], redis.Redis] = {}
 _sync_lock = threading.Lock()
 
 
@@ -289,12 +358,94 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
 
 
-def _cluster_kwargs(target: RedisTarget) -> dict[str, Any]:
-    kwargs = _client_kwargs(target)
+def _cluster_kwargs(target: RedisTarget, *, asynchronous: bool = False) -> dict[str, Any]:
+    # ``retry`` becomes the cluster client's own (no second run of a
+    # publication after a lost connection); redirections are followed anyway.
+    kwargs = _client_kwargs(target, asynchronous=asynchronous)
     del kwargs["db"]
     kwargs["ssl"] = target.ssl
     kwargs["max_connections"] = MAX_CONNECTIONS
     return kwargs
+
+
+def _watcher(target: RedisTarget) -> SentinelWatcher:
+    return watcher(target.sentinels, target.service_name or "", password=target.sentinel_password)
+
+
+class _FollowingSentinel(redis.sentinel.Sentinel):
+    """redis-py's Sentinel client, told where the master is by the process's watcher.
+
+    redis-py alone takes the first Sentinel's answer, which can still be the
+    old master for a moment after a failover.
+    """
+
+    def __init__(self, target: RedisTarget) -> None:
+        super().__init__(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target))
+        self.target = target
+        self.watcher = _watcher(target)
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        found = _watcher(self.target)  # this process's, also after a fork
+        master = found.master or found.wait_known(CONNECT_TIMEOUT)
+        if master is not None:
+            return master.address
+        return super().discover_master(service_name)  # type: ignore[no-any-return]
+
+
+class _AsyncFollowingSentinel(redis.asyncio.sentinel.Sentinel):
+    """The asyncio twin of :class:`_FollowingSentinel`."""
+
+    def __init__(self, target: RedisTarget) -> None:
+        super().__init__(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target))
+        self.target = target
+        self.watcher = _watcher(target)
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        master = _watcher(self.target).master
+        if master is None:
+            master = await _discover(self.target)
+        return master.address
+
+
+async def _discover(target: RedisTarget) -> Master:
+    return await discover_master(
+        target.sentinels, target.service_name or "", password=target.sentinel_password
+    )
+
+
+def _drop_async_connections(
+    loop_ref: weakref.ref[asyncio.AbstractEventLoop], client_ref: weakref.ref[redis.asyncio.Redis]
+) -> Any:
+    def listener(master: Master) -> None:
+        loop, client = loop_ref(), client_ref()
+        if loop is None or client is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(_disconnect_soon, client, master)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    return listener
+
+
+def _drop_sync_connections(pool: Any) -> Any:
+    def listener(master: Master) -> None:
+        # A connection to the old master that is given back is closed, not reused.
+        pool.proxy.master_address = master.address
+        pool.disconnect()
+
+    return listener
+
+
+_disconnecting: set[asyncio.Task[None]] = set()
+
+
+def _disconnect_soon(client: redis.asyncio.Redis, master: Master) -> None:
+    pool: Any = client.connection_pool
+    pool.master_address = master.address
+    task = asyncio.get_running_loop().create_task(pool.disconnect())
+    _disconnecting.add(task)
+    task.add_done_callback(_disconnecting.discard)
 
 
 def async_client(target: RedisTarget) -> redis.asyncio.Redis:
@@ -303,21 +454,23 @@ def async_client(target: RedisTarget) -> redis.asyncio.Redis:
     clients = _async_clients.setdefault(loop, {})
     client = clients.get(target)
     if client is None:
-        kwargs = _client_kwargs(target)
+        kwargs = _client_kwargs(target, asynchronous=True)
         if target.cluster:
             cluster = redis.asyncio.cluster.RedisCluster(
                 startup_nodes=[
                     redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.startup_nodes
                 ],
-                **_cluster_kwargs(target),
+                **_cluster_kwargs(target, asynchronous=True),
             )
             client = cast(redis.asyncio.Redis, cluster)
         elif target.sentinels:
-            sentinel = redis.asyncio.sentinel.Sentinel(
-                list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target)
-            )
+            sentinel = _AsyncFollowingSentinel(target)
             client = sentinel.master_for(
                 target.service_name or "", max_connections=MAX_CONNECTIONS, **kwargs
+            )
+            # In use or idle, no connection to the old master survives a switch.
+            sentinel.watcher.add_listener(
+                _drop_async_connections(weakref.ref(loop), weakref.ref(client))
             )
         else:
             if target.path:
@@ -338,11 +491,12 @@ def async_client(target: RedisTarget) -> redis.asyncio.Redis:
 
 def sync_client(target: RedisTarget) -> redis.Redis:
     """Return the (thread-safe) synchronous command client of ``target``."""
-    client = _sync_clients.get(target)
+    key = (target, os.getpid())
+    client = _sync_clients.get(key)
     if client is not None:
         return client
     with _sync_lock:
-        client = _sync_clients.get(target)
+        client = _sync_clients.get(key)
         if client is None:
             kwargs = _client_kwargs(target)
             if target.cluster:
@@ -354,12 +508,11 @@ def sync_client(target: RedisTarget) -> redis.Redis:
                 )
                 client = cast(redis.Redis, cluster)
             elif target.sentinels:
-                sentinel = redis.sentinel.Sentinel(
-                    list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target)
-                )
+                sentinel = _FollowingSentinel(target)
                 client = sentinel.master_for(
                     target.service_name or "", max_connections=MAX_CONNECTIONS, **kwargs
                 )
+                sentinel.watcher.add_listener(_drop_sync_connections(client.connection_pool))
             else:
                 if target.path:
                     kwargs["unix_socket_path"] = target.path
@@ -368,26 +521,60 @@ def sync_client(target: RedisTarget) -> redis.Redis:
                     kwargs["port"] = target.port
                     kwargs["ssl"] = target.ssl
                 client = redis.Redis(max_connections=MAX_CONNECTIONS, **kwargs)
-            _sync_clients[target] = client
+            _sync_clients[key] = client
     return client
 
 
 async def resolve_address(target: RedisTarget) -> tuple[str, int] | str:
     """Return ``(host, port)`` or a unix socket path of the current master."""
     if target.sentinels:
-        sentinel = redis.asyncio.sentinel.Sentinel(
-            list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target)
-        )
-        try:
-            with redis_errors(target):
-                host, port = await sentinel.discover_master(target.service_name or "")
-        finally:
-            for conn in sentinel.sentinels:
-                await conn.aclose()
-        return str(host), int(port)
+        master = _watcher(target).master or await _discover(target)
+        return master.address
     if target.path:
         return target.path
     return target.host, target.port
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a publication needs to count as published: replicas that confirm it, and a
+    master that did not move while it ran."""
+
+    replicas: int
+    timeout: float
+    watcher: SentinelWatcher | None = None
+    generation: int = 0
+
+    def holds(self) -> bool:
+        """True if Sentinel did not move the master since the fence was taken."""
+        return self.watcher is None or self.watcher.generation == self.generation
+
+
+def fence(target: RedisTarget) -> Fence:
+    """Return the fence of a publication to ``target``, to take before it starts.
+
+    With Sentinel, the replicas to wait for are capped by the healthy replicas
+    Sentinel sees: after a failover the new master has none until the old one
+    rejoins, and it must still take writes (no replica, no promotion that
+    could discard them).
+    """
+    if not target.sentinels:
+        return Fence(target.replicas, target.wait_timeout)
+    found = _watcher(target)
+    generation = found.generation
+    master = found.master
+    replicas = target.replicas if master is None else min(target.replicas, master.replicas)
+    return Fence(replicas, target.wait_timeout, found, generation)
+
+
+def follow_master(target: RedisTarget, listener: Callable[[Master], None]) -> Callable[[], None]:
+    """Call ``listener(master)`` from the watcher's thread when Sentinel moves the master.
+
+    Returns the function that stops it; for targets without Sentinel, a no-op.
+    """
+    if not target.sentinels:
+        return lambda: None
+    return _watcher(target).add_listener(listener)
 
 
 def ssl_context(target: RedisTarget) -> ssl_module.SSLContext | None:

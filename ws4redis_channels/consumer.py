@@ -15,14 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied, SuspiciousOperation
 
+from .accelerator import (
+    CloseGate,
+    bound_fragmented_messages,
+    daphne_protocol,
+    pause_reading,
+    raw_send,
+)
 from .access import (
+    MAX_QUERY_FIELDS,
+    MAX_QUERY_LENGTH,
     PUBLISH_FLAGS,
     SUBSCRIBE_FLAGS,
     Identity,
@@ -35,9 +43,13 @@ from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
 from .exceptions import InvalidName, RedisError, RedisUnavailable
+from .intake import current_intake
+from .limits import PublishLimits, identity_key, process_limits
+from .logs import describe_socket, escaped
 from .names import Audience, Target, channel_for, validate_facility
 from .outlet import Outlet
 from .runtime import current_bridge, current_relay
+from .subprotocols import offered_subprotocols, select_subprotocol
 
 __all__ = ["NoRouteConsumer", "WebsocketConsumer"]
 
@@ -45,6 +57,19 @@ logger = logging.getLogger(__name__)
 
 # The key of the facility in the URL route (see routing.py).
 FACILITY_KWARG = "facility"
+
+
+def _subprotocol(scope: dict[str, Any]) -> str | None:
+    """The subprotocol to name in the 101: browsers fail a socket that offered some and got none."""
+    offered = offered_subprotocols(scope)
+    chosen = select_subprotocol(offered, conf.WS4REDIS_SUBPROTOCOLS)
+    if offered and chosen is None:
+        logger.warning(
+            "Websocket %s offered subprotocols %s, none in WS4REDIS_SUBPROTOCOLS",
+            scope.get("path", ""),
+            ", ".join(repr(name) for name in offered[:5]),
+        )
+    return chosen
 
 
 class _Refusal(Exception):
@@ -107,8 +132,11 @@ class WebsocketConsumer(_LeanConsumer):
         self._outlet: Outlet | None = None
         self._closing = False
         self._close_task: asyncio.Future[None] | None = None
-        self._tokens = 0.0
-        self._token_time = 0.0
+        self._close_gate: CloseGate | None = None
+        self._accepted = False
+        # Whom the publish limits count this socket's frames against (limits.py).
+        self._publisher = ""
+        self._protocol: Any = None  # daphne's, when there is one (accelerator.py)
 
     # -- handshake ----------------------------------------------------------
 
@@ -116,11 +144,13 @@ class WebsocketConsumer(_LeanConsumer):
         try:
             await self._handshake()
         except PermissionDenied as exc:
-            logger.warning("Refused websocket %s with 403: %s", self._where(), exc or "denied")
+            logger.warning(
+                "Refused websocket %s with 403: %s", self._where(), escaped(exc or "denied", 500)
+            )
             await self.close()  # before accept: daphne answers 403
             return
         except ImproperlyConfigured as exc:
-            logger.error("Refused websocket %s with 403: %s", self._where(), exc)
+            logger.error("Refused websocket %s with 403: %s", self._where(), escaped(exc, 500))
             await self.close()
             return
         except _Refusal as refusal:
@@ -129,9 +159,38 @@ class WebsocketConsumer(_LeanConsumer):
         except RedisUnavailable as exc:
             await self._refuse(CloseCode.REDIS_UNAVAILABLE, str(exc))
             return
+        except SuspiciousOperation as exc:
+            # e.g. Django's TooManyFieldsSent while reading the query string.
+            await self._refuse(CloseCode.BAD_REQUEST, f"{type(exc).__name__}: {exc}")
+            return
+        except Exception as exc:
+            # A bug or a broken dependency: a documented refusal, never HTTP 500.
+            logger.error(
+                "Handshake of websocket %s failed: %s",
+                self._where(),
+                escaped(repr(exc), 500),
+                exc_info=True,
+            )
+            await self._refuse(CloseCode.HANDSHAKE_FAILED, f"{type(exc).__name__}", log=False)
+            return
+
+    def _check_request(self) -> None:
+        query = self.scope.get("query_string", b"")
+        if len(query) > MAX_QUERY_LENGTH:
+            raise _Refusal(
+                CloseCode.BAD_REQUEST,
+                f"query string of {len(query)} bytes; at most {MAX_QUERY_LENGTH} are accepted",
+            )
+        fields = query.count(b"&" if isinstance(query, bytes) else "&") + 1
+        if fields > MAX_QUERY_FIELDS:
+            raise _Refusal(
+                CloseCode.BAD_REQUEST,
+                f"query string with {fields} parameters; at most {MAX_QUERY_FIELDS} are accepted",
+            )
 
     async def _handshake(self) -> None:
         scope = self.scope
+        self._check_request()
         raw_facility = scope.get("url_route", {}).get("kwargs", {}).get(FACILITY_KWARG, "")
         try:
             self.facility = validate_facility(raw_facility)
@@ -155,6 +214,12 @@ class WebsocketConsumer(_LeanConsumer):
         self.echo = "echo" in flags
         self.subscribe_channels = self._channels(flags, SUBSCRIBE_FLAGS, identity)
         self.publish_channels = self._channels(flags, PUBLISH_FLAGS, identity)
+        if self.publish_channels:
+            session = identity.session
+            if identity.user is None and session is None:
+                # An anonymous publisher with a saved session is limited by it.
+                session = (await resolve_identity(scope, session=True)).session
+            self._publisher = identity_key(identity.user, session, scope.get("client"))
 
         # Subscribe before accepting: once the client sees the socket open,
         # everything published from then on reaches it. The outlet holds the
@@ -178,10 +243,14 @@ class WebsocketConsumer(_LeanConsumer):
                 except Exception as exc:
                     # Redis delivery works; only group_send would miss this socket.
                     logger.warning("Channel layer relay not ready for %s: %r", self._where(), exc)
-        await self.accept()
+        await self.accept(_subprotocol(self.scope))
+        self._accepted = True
         self._outlet.release()
-        self._tokens = float(conf.WS4REDIS_PUBLISH_BURST)
-        self._token_time = time.monotonic()
+        # Frames sent before the client's close are published before it is answered.
+        self._close_gate = CloseGate.install(self.base_send)
+        # A message in 1-byte fragments must not cost 40 bytes of memory per byte.
+        self._protocol = daphne_protocol(raw_send(self.base_send))
+        bound_fragmented_messages(self._protocol)
 
     def _check_identity(self, flags: list[str], identity: Identity) -> None:
         for flag in flags:
@@ -222,19 +291,23 @@ class WebsocketConsumer(_LeanConsumer):
                 ) from None
         return list(channels)
 
-    async def _refuse(self, code: CloseCode, detail: str) -> None:
-        logger.warning("Closing websocket %s with %d: %s", self._where(), code, detail)
+    async def _refuse(self, code: CloseCode, detail: str, *, log: bool = True) -> None:
+        if log:
+            logger.warning(
+                "Closing websocket %s with %d: %s", self._where(), code, escaped(detail, 500)
+            )
         if self._closing:
             return
         self._closing = True
-        await self.accept()
+        self._leave()
+        if not self._accepted:
+            self._accepted = True
+            await self.accept(_subprotocol(self.scope))
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
     def _where(self) -> str:
-        client = self.scope.get("client") or ("?", 0)
-        query = self.scope.get("query_string", b"").decode("latin-1")
-        path = self.scope.get("path", "")
-        return f"{path}{'?' + query if query else ''} from {client[0]}"
+        # Escaped, and query-string values left out: they may hold tokens.
+        return describe_socket(self.scope)
 
     # -- receiving ----------------------------------------------------------
 
@@ -261,49 +334,66 @@ class WebsocketConsumer(_LeanConsumer):
                 CloseCode.FORBIDDEN, "frame received, but no publish flag is permitted"
             )
             return
-        if not self._take_token():
-            await self._close_with(
-                CloseCode.RATE_LIMITED,
-                f"more than {conf.WS4REDIS_PUBLISH_BURST} frames at over "
-                f"{conf.WS4REDIS_PUBLISH_RATE}/s",
-            )
+        expire = conf.WS4REDIS_EXPIRE
+        refused = process_limits().check(
+            self._publisher,
+            len(payload),
+            _publish_limits(expire),
+            self.publish_channels if expire > 0 else (),
+        )
+        if refused is not None:
+            await self._close_with(CloseCode.RATE_LIMITED, refused)
             return
+        # Never publish faster than the process reads its subscriber (intake.py).
+        intake = current_intake()
+        cost = len(payload) * len(self.publish_channels)
+        if not intake.try_admit(cost):
+            resume = pause_reading(self._protocol)
+            try:
+                await intake.admit(cost)
+            finally:
+                if resume is not None:
+                    resume()
+            if self._closing:
+                return
         try:
             await self._bridge.publish(
                 self._outlet,
                 self.publish_channels,
                 payload,
-                conf.WS4REDIS_EXPIRE,
+                expire,
                 echo=self.echo,
             )
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             await self._close_with(CloseCode.REDIS_UNAVAILABLE, f"publishing failed: {exc!r}")
-
-    def _take_token(self) -> bool:
-        rate = conf.WS4REDIS_PUBLISH_RATE
-        if rate <= 0:
-            return True
-        now = time.monotonic()
-        burst = float(conf.WS4REDIS_PUBLISH_BURST)
-        self._tokens = min(burst, self._tokens + (now - self._token_time) * rate)
-        self._token_time = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
     # -- closing ------------------------------------------------------------
 
     async def _close_with(self, code: CloseCode, detail: str) -> None:
         if self._closing:
             return
-        logger.warning("Closing websocket %s with %d: %s", self._where(), code, detail)
+        logger.warning(
+            "Closing websocket %s with %d: %s", self._where(), code, escaped(detail, 500)
+        )
         self._closing = True
         self._leave()
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        gate = self._close_gate
+        if gate is None or message["type"] != "websocket.receive":
+            return await super().dispatch(message)
+        gate.enter()
+        try:
+            await super().dispatch(message)
+        finally:
+            gate.leave()
+
     def cleanup(self) -> None:
         self._leave()
+        if self._close_gate is not None:
+            self._close_gate.uninstall()
+            self._close_gate = None
 
     def _leave(self) -> None:
         if self._bridge is not None and self._outlet is not None:
@@ -331,17 +421,26 @@ class WebsocketConsumer(_LeanConsumer):
         raise StopConsumer()
 
 
+def _publish_limits(expire: int) -> PublishLimits:
+    return PublishLimits(
+        frame_rate=conf.WS4REDIS_PUBLISH_RATE,
+        frame_burst=conf.WS4REDIS_PUBLISH_BURST,
+        byte_rate=conf.WS4REDIS_PUBLISH_BYTES_RATE,
+        byte_burst=conf.WS4REDIS_PUBLISH_BYTES_BURST,
+        max_stored_channels=conf.WS4REDIS_MAX_STORED_CHANNELS,
+        store_window=float(expire),
+    )
+
+
 class NoRouteConsumer(_LeanConsumer):
     """Answers a websocket at a path outside ``WEBSOCKET_URL`` with 4404."""
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        client = self.scope.get("client") or ("?", 0)
         logger.warning(
-            "Closing websocket %s from %s with 4404: no websocket endpoint at this path",
-            self.scope.get("path", ""),
-            client[0],
+            "Closing websocket %s with 4404: no websocket endpoint at this path",
+            describe_socket(self.scope),
         )
-        await self.accept()
+        await self.accept(_subprotocol(self.scope))
         await self.close(code=int(CloseCode.NOT_FOUND), reason=CLOSE_REASONS[CloseCode.NOT_FOUND])
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:

@@ -4,9 +4,9 @@ Add ``"ws4redis_channels.context_processors.default"`` to the
 ``context_processors`` of ``TEMPLATES``; templates then get:
 
 ``WEBSOCKET_URI``
-    ``ws://`` (or ``wss://`` when ``request.is_secure()``), the request's host
-    and ``WEBSOCKET_URL``, e.g. ``ws://example.com/ws/``: append the facility
-    and the flags.
+    ``ws://`` (or ``wss://`` when ``request.is_secure()``), ``WEBSOCKET_HOST``
+    or else the request's host, and ``WEBSOCKET_URL``, e.g.
+    ``ws://example.com/ws/``: append the facility and the flags.
 ``WS4REDIS_HEARTBEAT``
     ``WS4REDIS_HEARTBEAT`` as a JavaScript literal (a quoted string, or
     ``null`` when the setting is ``None``), safe to place in a ``<script>``::
@@ -41,7 +41,7 @@ _SCRIPT_ESCAPES = {
 def websocket_uri(request: HttpRequest) -> str:
     """Return the websocket URL prefix for ``request``: scheme, host and ``WEBSOCKET_URL``."""
     scheme = "wss" if request.is_secure() else "ws"
-    return f"{scheme}://{request.get_host()}{conf.WEBSOCKET_URL}"
+    return f"{scheme}://{conf.WEBSOCKET_HOST or request.get_host()}{conf.WEBSOCKET_URL}"
 
 
 def heartbeat_literal() -> SafeString:

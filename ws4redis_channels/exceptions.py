@@ -18,6 +18,10 @@
 
     * :class:`RedisCommandError`: Redis answered with an error reply
       (``-ERR ...``, a failed script, a wrong password).
+
+      * :class:`NotReplicated`: Redis ran a publication, but too few replicas
+        confirmed it in time, or the master moved meanwhile; a failover may
+        discard it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "IdentityRequired",
     "InvalidName",
+    "NotReplicated",
     "RedisCommandError",
     "RedisError",
     "RedisTimeout",
@@ -59,3 +64,11 @@ class RedisTimeout(RedisUnavailable, TimeoutError):
 
 class RedisCommandError(RedisError):
     """Redis answered a command with an error reply."""
+
+
+class NotReplicated(RedisUnavailable):
+    """The master ran a publication that too few replicas confirmed.
+
+    Its sockets may have received it, but a failover can discard it: do not
+    count it as published. Retrying can deliver it twice.
+    """

@@ -11,6 +11,7 @@ else: it saves sessions only on HTTP responses.
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from typing import Any
 from urllib.parse import urlparse
@@ -20,7 +21,12 @@ from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 from django.http.cookie import parse_cookie
 
+from .codes import CLOSE_REASONS, CloseCode
+from .logs import describe_socket, escaped
+
 __all__ = ["WebsocketAuthMiddleware"]
+
+logger = logging.getLogger(__name__)
 
 
 class WebsocketAuthMiddleware:
@@ -32,18 +38,42 @@ class WebsocketAuthMiddleware:
         self._origins = OriginValidator(None, allowed_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        try:
+            prepared = await self._prepare(scope)
+        except Exception as exc:
+            # A broken session store or database: a documented refusal, not HTTP 500.
+            logger.error(
+                "Handshake of websocket %s failed: %s",
+                describe_socket(scope),
+                escaped(repr(exc), 500),
+                exc_info=True,
+            )
+            return await _refuse(receive, send, CloseCode.HANDSHAKE_FAILED)
+        if prepared is None:
+            return await WebsocketDenier()(scope, receive, send)
+        return await self.inner(prepared, receive, send)
+
+    async def _prepare(self, scope: Any) -> Any:
+        """Return the scope with cookies, session and user; None if the origin is refused."""
         cookies: dict[str, str] = {}
         origin = None
+        raw_origin = None
         for name, value in scope.get("headers", ()):
             if name == b"cookie":
                 cookies = parse_cookie(value.decode("latin1"))
             elif name == b"origin":
+                raw_origin = value
                 try:
                     origin = urlparse(value.decode("latin1"))
                 except (UnicodeDecodeError, ValueError):
                     origin = None
         if not self._origins.valid_origin(origin):
-            return await WebsocketDenier()(scope, receive, send)
+            logger.warning(
+                "Refused websocket %s with 403: origin %s is not allowed",
+                describe_socket(scope),
+                "(none)" if raw_origin is None else escaped(raw_origin),
+            )
+            return None
         scope = dict(scope, cookies=cookies)
         if "session" not in scope:
             engine = import_module(settings.SESSION_ENGINE)
@@ -52,4 +82,13 @@ class WebsocketAuthMiddleware:
             user = UserLazyObject()
             user._wrapped = await get_user(scope)
             scope["user"] = user
-        return await self.inner(scope, receive, send)
+        return scope
+
+
+async def _refuse(receive: Any, send: Any, code: CloseCode) -> None:
+    """Answer a websocket with ``code``: accept it, then close it with the code's reason."""
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": int(code), "reason": CLOSE_REASONS[code]})

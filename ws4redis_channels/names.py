@@ -10,7 +10,7 @@ exist:
     <session_key>:<facility>
     _group_:<group>:<facility>
 
-``typed`` (what django-websocket-redis 0.4 and later publish on)::
+``typed`` (what django-websocket-redis 0.3.0 to 0.6.0 publish on)::
 
     broadcast:<facility>
     user:<username>:<facility>

@@ -22,12 +22,14 @@ The names django-websocket-redis users know are a thin layer over it::
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 from . import store
 from .conf import conf
-from .connection import async_client, parse_target, sync_client
+from .connection import RedisTarget, async_client, fence, parse_target, sync_client
 from .exceptions import IdentityRequired
 from .names import Audience, Target, channel_for, channels_for
 
@@ -42,6 +44,8 @@ __all__ = [
     "fetch_message",
     "publish",
 ]
+
+logger = logging.getLogger(__name__)
 
 Message = str | bytes | bytearray | memoryview
 
@@ -115,8 +119,14 @@ def publish(
     Subscribers are counted by Redis: processes, not sockets.
     """
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
-    client = sync_client(parse_target(conf.WS4REDIS_CONNECTION))
-    return store.publish(client, names, _payload(message), _expire(expire))
+    target = parse_target(conf.WS4REDIS_CONNECTION)
+    return store.publish(
+        sync_client(target),
+        names,
+        _payload(message),
+        _expire(expire),
+        **_fenced(target),
+    )
 
 
 async def apublish(
@@ -131,8 +141,20 @@ async def apublish(
 ) -> int:
     """Asynchronous :func:`publish`."""
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
-    client = async_client(parse_target(conf.WS4REDIS_CONNECTION))
-    return await store.apublish(client, names, _payload(message), _expire(expire))
+    target = parse_target(conf.WS4REDIS_CONNECTION)
+    return await store.apublish(
+        async_client(target),
+        names,
+        _payload(message),
+        _expire(expire),
+        **_fenced(target),
+    )
+
+
+def _fenced(target: RedisTarget) -> dict[str, Any]:
+    # Taken before the publication starts: see connection.fence.
+    taken = fence(target)
+    return {"replicas": taken.replicas, "timeout": taken.timeout, "holds": taken.holds}
 
 
 def _channel(facility: str, audience: Audience | str, identity: str | None) -> str:
@@ -182,34 +204,69 @@ class RedisMessage(bytes):
         return super().__new__(cls, _payload(value))
 
 
-def _resolve_self(values: Any, request: Any, what: str) -> list[Any]:
-    if values is SELF:
+def _audience_list(values: Any, request: Any, what: str) -> list[Any]:
+    """Normalize one audience argument the way django-websocket-redis accepted it."""
+    if values is True:
+        warnings.warn(
+            f"{what}=True is deprecated: write {what}=[SELF]", DeprecationWarning, stacklevel=4
+        )
         values = [SELF]
-    if isinstance(values, (list, tuple, set, frozenset)) and SELF in values:
-        others = [v for v in values if v is not SELF]
-        if request is None:
-            raise IdentityRequired(f"{what}=SELF needs request=...")
-        if what == "sessions":
-            key = getattr(getattr(request, "session", None), "session_key", None)
-            if not key:
-                raise IdentityRequired("sessions=SELF, but the request has no saved session")
-            return [*others, key]
-        user = getattr(request, "user", None)
-        if user is None or not user.is_authenticated:
-            raise IdentityRequired(f"{what}=SELF, but the request's user is anonymous")
-        if what == "users":
-            return [*others, user.get_username()]
-        return [*others, *user.groups.values_list("name", flat=True)]
-    return list(values or ())
+    elif values is False or values is None:
+        return []
+    elif isinstance(values, str):
+        warnings.warn(
+            f"{what}={values!r} is deprecated: write {what}=[{values!r}]",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        values = [values]
+    elif values is SELF:
+        values = [SELF]
+    values = list(values)
+    kept = []
+    for value in values:
+        if value is None or value == "":
+            # A form posted with nothing picked: the original published to a
+            # channel nobody listens to; skip it, say so, and keep the view working.
+            logger.warning(
+                "RedisPublisher: skipping an empty name in %s=%r (nobody has it)", what, values
+            )
+            continue
+        kept.append(value)
+    return _resolve_self(kept, request, what)
+
+
+def _resolve_self(values: list[Any], request: Any, what: str) -> list[Any]:
+    if not any(v is SELF for v in values):
+        return values
+    others = [v for v in values if v is not SELF]
+    if request is None:
+        raise IdentityRequired(f"{what}=SELF needs request=...")
+    if what == "sessions":
+        key = getattr(getattr(request, "session", None), "session_key", None)
+        if not key:
+            raise IdentityRequired("sessions=SELF, but the request has no saved session")
+        return [*others, key]
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        raise IdentityRequired(f"{what}=SELF, but the request's user is anonymous")
+    if what == "users":
+        return [*others, user.get_username()]
+    return [*others, *user.groups.values_list("name", flat=True)]
 
 
 class RedisPublisher:
-    """django-websocket-redis's publisher: ``RedisPublisher(facility=..., broadcast=True)``."""
+    """django-websocket-redis's publisher: ``RedisPublisher(facility=..., broadcast=True)``.
+
+    Without an audience (``RedisPublisher()``) it is a fetch-only publisher, as
+    in the original: :meth:`fetch_message` works and publishing reaches nobody.
+    Empty names (``users=[""]``, ``None``) are skipped with a warning.
+    """
 
     def __init__(
         self,
         *,
-        facility: str,
+        facility: str | None = None,
         broadcast: bool = False,
         users: Any = (),
         groups: Any = (),
@@ -221,28 +278,74 @@ class RedisPublisher:
         # WS4REDIS_CONNECTION decides where messages go.
         self.facility = facility
         self.request = request
-        self._channels = channels(
-            facility,
-            broadcast=broadcast,
-            users=_resolve_self(users, request, "users"),
-            groups=_resolve_self(groups, request, "groups"),
-            sessions=_resolve_self(sessions, request, "sessions"),
-        )
+        audience = {
+            "users": _audience_list(users, request, "users"),
+            "groups": _audience_list(groups, request, "groups"),
+            "sessions": _audience_list(sessions, request, "sessions"),
+        }
+        if not broadcast and not any(audience.values()):
+            self._channels: list[str] = []
+            return
+        if facility is None:
+            raise ValueError("RedisPublisher needs facility=... to publish to an audience")
+        self._channels = channels(facility, broadcast=broadcast, **audience)
 
     @property
     def channels(self) -> list[str]:
         """The Redis channels this publisher publishes on."""
         return list(self._channels)
 
+    @property
+    def _publishers(self) -> set[str]:
+        # The original's attribute, read by tests written for it.
+        return set(self._channels)
+
+    @property
+    def _connection(self) -> Any:
+        # The original's redis client attribute, e.g. ``publisher._connection.get(key)``.
+        return sync_client(parse_target(conf.WS4REDIS_CONNECTION))
+
+    @staticmethod
+    def get_prefix() -> str:
+        """Return ``WS4REDIS_PREFIX`` followed by ``:``, or ``""`` without a prefix."""
+        prefix = conf.WS4REDIS_PREFIX
+        return f"{prefix}:" if prefix else ""
+
     def publish_message(self, message: Message, expire: int | None = None) -> int:
         """Publish (and store, see ``expire``) ``message``; return the subscriber count."""
-        client = sync_client(parse_target(conf.WS4REDIS_CONNECTION))
-        return store.publish(client, self._channels, _payload(message), _expire(expire))
+        if not self._channels:
+            logger.warning("RedisPublisher has no audience; the message reaches nobody")
+            return 0
+        target = parse_target(conf.WS4REDIS_CONNECTION)
+        return store.publish(
+            sync_client(target),
+            self._channels,
+            _payload(message),
+            _expire(expire),
+            **_fenced(target),
+        )
+
+    def pipeline_publish_message(self, message: Message, expire: int | None = None) -> int:
+        """The original's pipelined :meth:`publish_message`: every channel in one round trip.
+
+        :meth:`publish_message` already publishes and stores in one atomic round trip;
+        this name is kept for code written for django-websocket-redis.
+        """
+        return self.publish_message(message, expire)
 
     async def apublish_message(self, message: Message, expire: int | None = None) -> int:
         """Asynchronous :meth:`publish_message`."""
-        client = async_client(parse_target(conf.WS4REDIS_CONNECTION))
-        return await store.apublish(client, self._channels, _payload(message), _expire(expire))
+        if not self._channels:
+            logger.warning("RedisPublisher has no audience; the message reaches nobody")
+            return 0
+        target = parse_target(conf.WS4REDIS_CONNECTION)
+        return await store.apublish(
+            async_client(target),
+            self._channels,
+            _payload(message),
+            _expire(expire),
+            **_fenced(target),
+        )
 
     def fetch_message(self, request: Any, facility: str, audience: str = "any") -> bytes | None:
         """Return the stored message for ``request`` on ``facility``.

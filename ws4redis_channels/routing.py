@@ -12,6 +12,15 @@ channels' ``AuthMiddlewareStack`` would give, in one layer
 (:mod:`ws4redis_channels.middleware`); a path outside ``WEBSOCKET_URL`` is
 answered with 4404. It reads those settings when
 a socket connects, so ``override_settings`` applies to it too.
+
+:func:`http_application` wraps the HTTP side: a plain HTTP request for a path
+under ``WEBSOCKET_URL`` is answered with 400 and a short text, as
+django-websocket-redis did, instead of Django's 404 page::
+
+    application = ProtocolTypeRouter({
+        "http": http_application(django_asgi_app),
+        "websocket": websocket_application(),
+    })
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from typing import Any
 from django.conf import settings
 from django.urls import URLPattern, re_path
 
-__all__ = ["websocket_application", "websocket_urlpatterns"]  # noqa: F822 (module __getattr__)
+__all__ = ["http_application", "websocket_application", "websocket_urlpatterns"]  # noqa: F822 (module __getattr__)
 
 
 def _patterns() -> list[URLPattern]:
@@ -87,6 +96,44 @@ def websocket_application(inner: Any = None) -> Any:
     that answers other paths with 4404.
     """
     return _WebsocketApplication(inner)
+
+
+#: The body of the 400 answer to plain HTTP on ``WEBSOCKET_URL``.
+UPGRADE_REQUIRED_TEXT = (
+    b"400 Bad Request: this URL needs a websocket upgrade "
+    b"(the client did not ask to upgrade to a websocket).\n"
+)
+
+
+class _HttpApplication:
+    """The HTTP app of :func:`http_application`."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        from .conf import conf
+
+        if scope.get("type") == "http" and scope.get("path", "").startswith(conf.WEBSOCKET_URL):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(UPGRADE_REQUIRED_TEXT)).encode()),
+                    ],
+                }
+            )
+            body = b"" if scope.get("method") == "HEAD" else UPGRADE_REQUIRED_TEXT
+            await send({"type": "http.response.body", "body": body})
+            return None
+        return await self.inner(scope, receive, send)
+
+
+def http_application(inner: Any) -> Any:
+    """Return ``inner`` (Django's ASGI app) with plain HTTP on ``WEBSOCKET_URL`` answered 400."""
+    return _HttpApplication(inner)
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import cast
 
 from channels.layers import get_channel_layer
@@ -15,9 +16,10 @@ from channels.layers import get_channel_layer
 from .accelerator import on_server_shutdown
 from .bridge import Bridge
 from .conf import conf
-from .connection import parse_target
+from .connection import follow_master, parse_target
 from .relay import LayerRelay
 from .router import ClusterBridge
+from .sentinel import Master
 
 __all__ = ["current_bridge", "current_relay", "shutdown"]
 
@@ -46,12 +48,31 @@ def _new_bridge() -> Bridge:
             connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
             outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
         )
+        _follow_master(bridge)
     if layer is not None:
         relay = LayerRelay(layer, bridge.deliver_local)
         bridge.set_watcher(relay.watch)
         bridge.relay = relay
     on_server_shutdown(lambda: _going_away(bridge))
     return bridge
+
+
+def _follow_master(bridge: Bridge) -> None:
+    """With Sentinel, move the bridge to a new master as soon as Sentinel names it."""
+    loop = asyncio.get_running_loop()
+    bridge_ref = weakref.ref(bridge)
+
+    def moved(master: Master) -> None:
+        target = bridge_ref()
+        if target is None or loop.is_closed():
+            stop()
+            return
+        try:
+            loop.call_soon_threadsafe(target.follow_master, master.address)
+        except RuntimeError:  # the loop closed meanwhile
+            stop()
+
+    stop = follow_master(bridge.target, moved)
 
 
 async def _going_away(bridge: Bridge) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from collections.abc import Callable
 
 from .bridge import Bridge, ChannelState, Sink
@@ -170,13 +171,33 @@ class ShardBridge(Bridge):
         if not ch.requested:
             self._subscribe([ch])
         for sink in sinks:
-            future = self._joiner.add(sink, [key], catch_up=True)
-            self._adoptions[key, sink] = future
-            future.add_done_callback(functools.partial(self._adoption_done, key, sink))
+            self._rejoin(sink, [key])
 
-    def _adoption_done(self, key: bytes, sink: Sink, future: asyncio.Future[None]) -> None:
-        if self._adoptions.get((key, sink)) is future:
-            del self._adoptions[key, sink]
+    def _rejoin(self, sink: Sink, keys: list[bytes]) -> None:
+        # The cluster client may still know the old topology right after a
+        # failover (its MGET fails while this connection is up): try again
+        # rather than leave the socket waiting for the next reconnect.
+        future = self._joiner.add(sink, keys, catch_up=True)
+        for key in keys:
+            self._adoptions[key, sink] = future
+        future.add_done_callback(functools.partial(self._rejoined, sink, keys))
+
+    def _rejoined(self, sink: Sink, keys: list[bytes], future: asyncio.Future[None]) -> None:
+        for key in keys:
+            if self._adoptions.get((key, sink)) is future:
+                del self._adoptions[key, sink]
+        if future.cancelled() or future.exception() is None or self._closed:
+            return
+        if self.subscriber.connected:
+            self._loop.call_later(random.uniform(0.1, 0.5), self._retry_rejoin, sink, keys)
+        # Otherwise the next connection catches everything up.
+
+    def _retry_rejoin(self, sink: Sink, keys: list[bytes]) -> None:
+        if self._closed or not self.subscriber.connected:
+            return
+        waiting = [k for k in keys if (ch := self._channels.get(k)) and sink in ch.joining]
+        if waiting:
+            self._rejoin(sink, waiting)
 
     async def adopted(self, sink: Sink, key: bytes) -> None:
         """Wait until ``sink``, taken over from another shard, gets ``key``'s live traffic."""

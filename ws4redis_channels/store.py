@@ -18,6 +18,12 @@ chooses ``SPUBLISH`` by itself when it runs on a cluster node::
 
     redis-cli -c FCALL ws4redis_publish 1 _broadcast_:foobar "Hello" 3600
 
+With ``replicas`` > 0 the script is followed, in the same round trip and on
+the same connection, by ``WAIT replicas timeout``: a publication counts only
+once that many replicas have it, so a Sentinel failover (which promotes a
+replica) cannot discard a publication reported as done. Too few
+confirmations raise :class:`~ws4redis_channels.exceptions.NotReplicated`.
+
 Every function raises the app's :class:`~ws4redis_channels.exceptions.RedisError`
 subclasses, never redis-py's.
 """
@@ -27,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 import redis.asyncio
 
 from .connection import is_cluster, redis_errors
+from .exceptions import NotReplicated
 
 __all__ = [
     "FUNCTION_LIBRARY",
@@ -111,8 +119,44 @@ def _ascript(client: redis.asyncio.Redis) -> redis.commands.core.AsyncScript:
     return script
 
 
-def publish(client: redis.Redis, channels: Sequence[str], message: bytes, expire: int) -> int:
-    """Publish ``message`` on ``channels``, storing it for ``expire`` seconds if positive."""
+def _confirmed(
+    results: list[Any], replicas: int, timeout: float, holds: Callable[[], bool] | None
+) -> int:
+    """Return the script's result, or raise if too few replicas confirmed it."""
+    result, acks = results
+    if isinstance(result, Exception):
+        raise result
+    if holds is not None and not holds():
+        raise NotReplicated(
+            "Sentinel moved the master while this publication ran: it may have reached "
+            "some sockets, and the old master may discard it"
+        )
+    # A demoted master (now a replica) answers WAIT with an error.
+    confirmed = acks if isinstance(acks, Exception) else int(acks)
+    if isinstance(confirmed, Exception) or confirmed < replicas:
+        raise NotReplicated(
+            f"{confirmed} of {replicas} replica(s) confirmed the publication within "
+            f"{timeout}s: it may have reached some sockets, and a failover may discard it"
+        )
+    return int(result)
+
+
+def publish(
+    client: redis.Redis,
+    channels: Sequence[str],
+    message: bytes,
+    expire: int,
+    *,
+    replicas: int = 0,
+    timeout: float = 1.0,
+    holds: Callable[[], bool] | None = None,
+) -> int:
+    """Publish ``message`` on ``channels``, storing it for ``expire`` seconds if positive.
+
+    With ``replicas``, wait up to ``timeout`` seconds for that many replicas to
+    have it; with ``holds``, fail unless ``holds()`` is still true once Redis
+    answered (the master did not move meanwhile).
+    """
     if not channels:
         return 0
     with redis_errors():
@@ -121,13 +165,34 @@ def publish(client: redis.Redis, channels: Sequence[str], message: bytes, expire
         script = _script(client)
         if is_cluster(client):
             # The cluster client sends each call to the primary of its channel.
-            args: list[bytes | int | str] = [message, max(expire, 0), "SPUBLISH"]
-            return sum(int(script(keys=[channel], args=args)) for channel in channels)
-        return int(script(keys=list(channels), args=[message, max(expire, 0), "PUBLISH"]))
+            # (WAIT has no key to route by: replicas are not waited for.)
+            cluster_args: list[bytes | int | str] = [message, max(expire, 0), "SPUBLISH"]
+            return sum(int(script(keys=[channel], args=cluster_args)) for channel in channels)
+        args: list[bytes | int | str] = [message, max(expire, 0), "PUBLISH"]
+        if not replicas:
+            result = int(script(keys=list(channels), args=args))
+            return _confirmed([result, 0], 0, timeout, holds)
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(channels), *channels, *args)
+            pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))  # type: ignore[no-untyped-call]
+            results = pipe.execute(raise_on_error=False)
+            if isinstance(results[0], redis.exceptions.NoScriptError):
+                script.sha = client.script_load(PUBLISH_SCRIPT)
+                continue
+            break
+        return _confirmed(results, replicas, timeout, holds)
 
 
 async def apublish(
-    client: redis.asyncio.Redis, channels: Sequence[str], message: bytes, expire: int
+    client: redis.asyncio.Redis,
+    channels: Sequence[str],
+    message: bytes,
+    expire: int,
+    *,
+    replicas: int = 0,
+    timeout: float = 1.0,
+    holds: Callable[[], bool] | None = None,
 ) -> int:
     """Asynchronous :func:`publish`."""
     if not channels:
@@ -137,10 +202,23 @@ async def apublish(
             _functions_loaded[client] = await aload_function(client)
         script = _ascript(client)
         if is_cluster(client):
-            args: list[bytes | int | str] = [message, max(expire, 0), "SPUBLISH"]
-            counts = await asyncio.gather(*(script(keys=[ch], args=args) for ch in channels))
-            return sum(int(count) for count in counts)
-        return int(await script(keys=list(channels), args=[message, max(expire, 0), "PUBLISH"]))
+            cluster_args: list[bytes | int | str] = [message, max(expire, 0), "SPUBLISH"]
+            calls = (script(keys=[channel], args=cluster_args) for channel in channels)
+            return sum(int(count) for count in await asyncio.gather(*calls))
+        args: list[bytes | int | str] = [message, max(expire, 0), "PUBLISH"]
+        if not replicas:
+            result = int(await script(keys=list(channels), args=args))
+            return _confirmed([result, 0], 0, timeout, holds)
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(channels), *channels, *args)
+            pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))
+            results = await pipe.execute(raise_on_error=False)
+            if isinstance(results[0], redis.exceptions.NoScriptError):
+                script.sha = await client.script_load(PUBLISH_SCRIPT)
+                continue
+            break
+        return _confirmed(results, replicas, timeout, holds)
 
 
 def fetch(client: redis.Redis, channel: str) -> bytes | None:

@@ -10,6 +10,11 @@ disappeared, and reconnects with :class:`Backoff` until it is closed.
 
 A lost connection is noticed at once: every pending request fails the moment
 the transport reports the loss, not when its timeout expires.
+
+With Sentinel, :meth:`Subscriber.follow_master` moves the connection to a new
+master the moment Sentinel names it (the old one can stay up and writable for
+seconds after a manual failover), and a connection is used only once ``ROLE``
+says its server is a master.
 """
 
 from __future__ import annotations
@@ -135,6 +140,9 @@ class Subscriber:
         self._outbox: list[bytes] = []
         self._closed = False
         self._runner: asyncio.Task[None] | None = None
+        # Where the current connection goes; set to cut a backoff short.
+        self._address: tuple[str, int] | str | None = None
+        self._hurry = asyncio.Event()
 
     # -- interface for the bridge ---------------------------------------------
 
@@ -180,6 +188,22 @@ class Subscriber:
         """Drop the connection now (it is re-established as after a loss)."""
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+
+    def follow_master(self, address: tuple[str, int]) -> None:
+        """Sentinel moved the master to ``address``: leave the old one now, connect at once.
+
+        Staying subscribed to the old master would hear publications the
+        failover discards and miss those made on the new one.
+        """
+        if self._closed:
+            return
+        self._hurry.set()
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None and self._address != address:
+            logger.warning(
+                "Sentinel moved the master to %s:%d; moving the subscriber there", *address
+            )
             protocol.transport.abort()
 
     async def close(self, farewell: bytes | None = None) -> None:
@@ -268,7 +292,17 @@ class Subscriber:
                 self._down("connection lost")
             if self._closed:
                 break
-            await self.backoff.sleep()
+            await self._pause()
+
+    async def _pause(self) -> None:
+        """Wait out the backoff, unless Sentinel named a new master meanwhile."""
+        if not self._hurry.is_set():
+            try:
+                await asyncio.wait_for(self._hurry.wait(), self.backoff.next())
+            except asyncio.TimeoutError:
+                return
+        self._hurry.clear()
+        self.backoff.reset()
 
     def _down(self, reason: str) -> None:
         self._connected.clear()
@@ -278,7 +312,9 @@ class Subscriber:
         self._on_down(reason)
 
     async def _connect(self) -> _Protocol:
+        self._hurry.clear()
         address = await resolve_address(self.target)
+        self._address = address
         loop = self._loop
         if isinstance(address, str):
             _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), address)
@@ -298,6 +334,9 @@ class Subscriber:
                 else:
                     commands.append(("AUTH", self.target.password))
             commands.append(("CLIENT", "SETNAME", self.name))
+            if self.target.sentinels:
+                # Sentinel's answer may be stale: subscribe on a master only.
+                commands.append(("ROLE",))
             futures = []
             for command in commands:
                 future: asyncio.Future[Value] = loop.create_future()
@@ -306,6 +345,10 @@ class Subscriber:
                 transport.write(encode_command(*command))
             for future in futures:
                 await future
+            if self.target.sentinels:
+                role = futures[-1].result()
+                if not isinstance(role, list) or not role or role[0] != b"master":
+                    raise RedisUnavailable(f"{address} is not a master (ROLE says {role!r})")
         except BaseException:
             protocol.transport.abort()
             self._protocol = None

@@ -543,7 +543,10 @@ async def reconnect_publish_loop(scale: Scale) -> Result:
         while (m := spy.get_message(timeout=0.5)) is not None:
             got += m["type"] == "message"
         result.outcome = f"{got / elapsed:.0f} frames/s published"
-        result.notes.append("WS4REDIS_PUBLISH_RATE is 20/s per socket by default")
+        result.notes.append(
+            "limits per identity (here the client address), not per socket: by default "
+            "40 frames then 20/s, and 1 MiB then 256 KiB/s"
+        )
         result.raw["published_per_s"] = got / elapsed
         spy.close()
     return result
