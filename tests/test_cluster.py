@@ -486,3 +486,21 @@ async def test_the_cluster_examples_of_the_docs_reach_sockets(
         cluster.redis_cli("-c", *args)
         assert await recv(ws) == "Hello", example
     await ws.close()
+
+
+async def test_a_sockets_frames_reach_sockets_of_another_process_but_not_itself(
+    cluster: RedisCluster, daphne_factory: Any
+) -> None:
+    env = {"REDIS_URL": cluster.url}
+    one, two = daphne_factory(env), daphne_factory(env)
+    sender = await connect(one, "/ws/chat?subscribe-broadcast&publish-broadcast")
+    here = await connect(one, "/ws/chat?subscribe-broadcast")
+    there = await connect(two, "/ws/chat?subscribe-broadcast")
+    await sender.send("hello from a socket")
+    assert await recv(here) == "hello from a socket"
+    assert await recv(there) == "hello from a socket"
+    # Without echo the sender does not get it back: the next message it gets is this one.
+    cluster.redis_cli("-c", "-p", str(cluster.ports[0]), "SPUBLISH", "_broadcast_:chat", "next")
+    assert await recv(sender) == "next"
+    for ws in (sender, here, there):
+        await ws.close()
