@@ -107,6 +107,8 @@ if not CHANNEL_LAYERS:
     WS4REDIS_CHANNEL_LAYER = None
 WS4REDIS_EXPIRE = int(os.environ.get("WS4REDIS_EXPIRE", "3600"))
 WS4REDIS_PREFIX = os.environ.get("WS4REDIS_PREFIX", "")
+# Keep the last 100 messages of each channel: pages resume after a reconnect.
+WS4REDIS_HISTORY_SIZE = int(os.environ.get("WS4REDIS_HISTORY_SIZE", "100"))
 WS4REDIS_HEARTBEAT = "--heartbeat--"
 # The demo chat: anyone, anonymous visitors too, may publish-broadcast on "chat".
 WS4REDIS_OPEN_FACILITIES = ["chat"]

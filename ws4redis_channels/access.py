@@ -19,6 +19,7 @@ import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import unquote
@@ -113,6 +114,21 @@ def _session_exists(session: Any, key: str) -> bool:
     return bool(session.exists(key))
 
 
+def _loaded_key(session: Any) -> tuple[bool, str | None]:
+    """``(True, key)`` for a database session that is already loaded, else ``(False, None)``.
+
+    Loading a database session (``db``, ``cached_db``: the user middleware
+    does, to find the user) sets its key to None when no live row has it, so
+    the key of a loaded one names a saved session: no second query needed.
+    """
+    from django.contrib.sessions.backends.db import SessionStore
+
+    if isinstance(session, SessionStore) and hasattr(session, "_session_cache"):
+        key = session.session_key
+        return True, key if isinstance(key, str) and key else None
+    return False, None
+
+
 async def resolve_identity(
     scope: Mapping[str, Any], *, session: bool = False, groups: bool = False
 ) -> Identity:
@@ -129,7 +145,10 @@ async def resolve_identity(
                 validate_identity(Audience.SESSION, key)
             except InvalidName:
                 key = None
-            if key and await database_sync_to_async(_session_exists)(store, key):
+            known, loaded = _loaded_key(store) if key else (True, None)
+            if known:
+                session_key = loaded
+            elif key and await database_sync_to_async(_session_exists)(store, key):
                 session_key = key
     group_names: tuple[str, ...] = ()
     if groups and user is not None:
@@ -160,20 +179,32 @@ class WebsocketRequest:
         self.path = self.path_info = scope.get("path", "")
         self.user = scope.get("user")
         self.session = scope.get("session")
-        query = scope.get("query_string", b"")
-        self.GET = QueryDict(query.decode("latin-1") if isinstance(query, bytes) else query)
-        self.COOKIES: dict[str, str] = dict(scope.get("cookies") or {})
+
+    # Built on first use: the default policy reads none of them, and every
+    # handshake makes a request.
+    @cached_property
+    def GET(self) -> QueryDict:
+        query = self.scope.get("query_string", b"")
+        return QueryDict(query.decode("latin-1") if isinstance(query, bytes) else query)
+
+    @cached_property
+    def COOKIES(self) -> dict[str, str]:
+        cookies = dict(self.scope.get("cookies") or {})
+        if not cookies and "HTTP_COOKIE" in self.META:
+            parsed = SimpleCookie(self.META["HTTP_COOKIE"])
+            cookies = {k: v.value for k, v in parsed.items()}
+        return cookies
+
+    @cached_property
+    def META(self) -> dict[str, str]:
         meta: dict[str, str] = {}
-        for name, value in scope.get("headers") or ():
+        for name, value in self.scope.get("headers") or ():
             key = name.decode("latin-1").upper().replace("-", "_")
             meta[f"HTTP_{key}"] = value.decode("latin-1")
-        client = scope.get("client") or (None, None)
+        client = self.scope.get("client") or (None, None)
         meta["REMOTE_ADDR"] = str(client[0] or "")
         meta["QUERY_STRING"] = self.GET.urlencode()
-        self.META = meta
-        if not self.COOKIES and "HTTP_COOKIE" in meta:
-            parsed = SimpleCookie(meta["HTTP_COOKIE"])
-            self.COOKIES = {k: v.value for k, v in parsed.items()}
+        return meta
 
     def __repr__(self) -> str:
         return f"<WebsocketRequest {self.path!r}>"

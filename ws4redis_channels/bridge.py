@@ -8,7 +8,12 @@ sinks (the sockets' outbound sides) that joined its channel, in the order
 Redis sent it: no channel layer, no task per message.
 
 Joining is ordered with replay (:mod:`ws4redis_channels.replay`): the stored
-message first, a live copy of it not twice, nothing published meanwhile lost.
+message (or, for sockets with positions, the history after their position)
+first, a live copy of it not twice, nothing published meanwhile lost. Each
+channel is subscribed together with ``{<channel>}:pos``, on which the app's
+publish script sends a message's position right before the message: the
+bridge pairs the two and gives sockets with positions
+``m <label> <position>\n<payload>``, the others the raw payload.
 A socket publishing without ``echo`` does not get its own message back
 (:mod:`ws4redis_channels.echoes`).
 
@@ -25,16 +30,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import store
-from .connection import RedisTarget, async_client, fence
+from .connection import RedisTarget, async_client
 from .echoes import Echoes
 from .exceptions import RedisError, RedisUnavailable
+from .fence import fence
 from .frames import Batch, Outbound, make_message
 from .outage import Outage
-from .replay import Joiner
+from .positions import Position, message_frame, position_channel
+from .replay import Held, Joiner
 from .resp import encode_command
 from .subscriber import Subscriber
 
@@ -66,11 +73,16 @@ class ChannelState:
     """The local state of one Redis channel."""
 
     __slots__ = (
+        "companion",
         "echoes",
         "joining",
         "key",
+        "label",
         "last",
+        "next_position",
         "pending_subs",
+        "position",
+        "psinks",
         "requested",
         "sinks",
         "waiters",
@@ -78,10 +90,20 @@ class ChannelState:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        # Each sink with its bound deliver method, looked up once.
+        # The pub/sub channel on which each message's position precedes it.
+        self.companion = position_channel(key.decode()).encode()
+        # Each sink with its bound deliver method, looked up once; psinks get
+        # positions ("m <label> <position>\n<payload>"), sinks raw payloads.
         self.sinks: dict[Sink, Callable[[Batch], None]] = {}
-        # Sinks still replaying, with the live payloads held back for them.
-        self.joining: dict[Sink, list[bytes]] = {}
+        self.psinks: dict[Sink, Callable[[Batch], None]] = {}
+        self.label = ""
+        # Sinks still replaying, with the live messages held back for them.
+        self.joining: dict[Sink, list[Held]] = {}
+        # The newest position the channel's sockets got (live messages older
+        # than it are never delivered), and the position read from
+        # {<channel>}:pos for the message that follows.
+        self.position: Position | None = None
+        self.next_position: bytes | None = None
         self.requested = False  # SUBSCRIBE written and not followed by UNSUBSCRIBE
         self.pending_subs = 0  # SUBSCRIBE confirmations still to come
         self.waiters: list[asyncio.Future[None]] = []
@@ -92,7 +114,7 @@ class ChannelState:
 
     @property
     def wanted(self) -> bool:
-        return bool(self.sinks or self.joining)
+        return bool(self.sinks or self.psinks or self.joining)
 
 
 class Bridge:
@@ -105,7 +127,6 @@ class Bridge:
     _MESSAGE = b"message"
     _SUBSCRIBED = b"subscribe"
     _UNSUBSCRIBED = b"unsubscribe"
-    _REPLAY = True  # joins deliver the stored messages
 
     _instances: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bridge] = (
         weakref.WeakKeyDictionary()
@@ -117,6 +138,7 @@ class Bridge:
         *,
         connect_timeout: float = 5.0,
         outage_timeout: float = 30.0,
+        history_ttl: int = 300,
     ) -> None:
         self.target = target
         self.connect_timeout = connect_timeout
@@ -127,10 +149,13 @@ class Bridge:
         self.relay: Any = None
         self._loop = asyncio.get_running_loop()
         self._channels: dict[bytes, ChannelState] = {}
+        self._companions: dict[bytes, ChannelState] = {}
         # Every sink between join() and leave(), subscribed to something or not.
         self._members: dict[Sink, None] = {}
+        # The members that get positions.
+        self._positioned: set[Sink] = set()
         self.subscriber = self._make_subscriber()
-        self._joiner = Joiner(self._channels, self.subscriber, target, replay=self._REPLAY)
+        self._joiner = self._make_joiner(history_ttl)
         self._outage = Outage(self.subscriber.target.describe(), outage_timeout, self._give_up)
         self._closed = False
         self._ever_connected = False
@@ -148,6 +173,9 @@ class Bridge:
             on_down=self._on_down,
             connect_timeout=self.connect_timeout,
         )
+
+    def _make_joiner(self, history_ttl: int) -> Joiner:
+        return Joiner(self._channels, self.subscriber, self.target, history_ttl=history_ttl)
 
     @classmethod
     def current(cls, factory: Callable[[], Bridge]) -> Bridge:
@@ -186,17 +214,29 @@ class Bridge:
     def local_sinks(self, channel: str) -> int:
         """Return how many local sockets receive ``channel``."""
         ch = self._channels.get(channel.encode())
-        return len(ch.sinks) if ch else 0
+        return len(ch.sinks) + len(ch.psinks) if ch else 0
 
-    async def join(self, sink: Sink, channels: Sequence[str]) -> None:
+    async def join(
+        self,
+        sink: Sink,
+        channels: Sequence[str],
+        *,
+        labels: Mapping[str, str] | None = None,
+        since: Mapping[str, Position] | None = None,
+    ) -> None:
         """Subscribe ``sink`` to ``channels``, deliver their stored messages, then live ones.
 
+        With ``labels`` (channel -> label), the sink gets positions: first a
+        state frame, then what it missed after the positions ``since``
+        (channel -> position), then live messages (see positions.py).
         Raises :class:`RedisUnavailable` (and leaves nothing subscribed) if
         Redis is known to be down or does not answer within the timeout.
         """
         if self._outage.ongoing:
             raise RedisUnavailable(f"Redis at {self.target.describe()} is unreachable")
         self._members[sink] = None
+        if labels is not None:
+            self._positioned.add(sink)
         keys = list(dict.fromkeys(c.encode() for c in channels))
         if not keys:
             return
@@ -204,11 +244,19 @@ class Bridge:
             ch = self._channels.get(key)
             if ch is None:
                 ch = self._channels[key] = ChannelState(key)
+                self._companions[ch.companion] = ch
+            if labels is not None:
+                ch.label = labels[key.decode()]
             was_wanted = ch.wanted
             ch.joining[sink] = []
             if not was_wanted:
                 self._want(ch)
-        future = self._joiner.add(sink, keys)
+        future = self._joiner.add(
+            sink,
+            keys,
+            positioned=labels is not None,
+            since={c.encode(): p for c, p in (since or {}).items()},
+        )
         try:
             await asyncio.wait_for(asyncio.shield(future), self.connect_timeout)
         except BaseException as exc:
@@ -223,11 +271,13 @@ class Bridge:
     def leave(self, sink: Sink, channels: Iterable[str]) -> None:
         """Remove ``sink`` from all its ``channels``; unsubscribe channels nobody needs."""
         self._members.pop(sink, None)
+        self._positioned.discard(sink)
         for channel in channels:
             ch = self._channels.get(channel.encode())
             if ch is None:
                 continue
             ch.sinks.pop(sink, None)
+            ch.psinks.pop(sink, None)
             ch.joining.pop(sink, None)
             if ch.echoes:
                 ch.echoes.forget(sink)
@@ -251,19 +301,13 @@ class Bridge:
         if not echo and sink is not None:
             for channel in channels:
                 ch = self._channels.get(channel.encode())
-                if ch is not None and sink in ch.sinks:
+                if ch is not None and (sink in ch.sinks or sink in ch.psinks):
                     ch.echoes.add(sink, payload)
                     marked.append(ch)
         taken = fence(self.target)  # before the publication starts
         try:
             return await store.apublish(
-                async_client(self.target),
-                channels,
-                payload,
-                expire,
-                replicas=taken.replicas,
-                timeout=taken.timeout,
-                holds=taken.holds,
+                async_client(self.target), channels, payload, expire, fence=taken
             )
         except BaseException:
             for ch in marked:
@@ -297,7 +341,9 @@ class Bridge:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._channels.clear()
+        self._companions.clear()
         self._members.clear()
+        self._positioned.clear()
 
     # -- subscription bookkeeping -------------------------------------------
 
@@ -312,13 +358,15 @@ class Bridge:
             self._on_watch(ch.key.decode(), False)
         if ch.requested:
             ch.requested = False
-            self.subscriber.write(encode_command(self._UNSUBSCRIBE, ch.key))
+            self.subscriber.write(encode_command(self._UNSUBSCRIBE, ch.key, ch.companion))
         if ch.pending_subs == 0:
             self._forget(ch)
 
     def _forget(self, ch: ChannelState) -> None:
         if self._channels.get(ch.key) is ch:
             del self._channels[ch.key]
+        if self._companions.get(ch.companion) is ch:
+            del self._companions[ch.companion]
         for waiter in ch.waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -330,7 +378,9 @@ class Bridge:
             for ch in chunk:
                 ch.requested = True
                 ch.pending_subs += 1
-            self.subscriber.write(encode_command(self._SUBSCRIBE, *(ch.key for ch in chunk)))
+            # A channel and its positions in one command: subscribed together.
+            keys = [key for ch in chunk for key in (ch.key, ch.companion)]
+            self.subscriber.write(encode_command(self._SUBSCRIBE, *keys))
 
     # -- reading ------------------------------------------------------------
 
@@ -360,47 +410,110 @@ class Bridge:
         one channel are fanned out together."""
         run_key: Any = None
         run: list[bytes] = []
+        run_positions: list[Position | None] = []
+        run_ch: ChannelState | None = None
+        companions = self._companions
         message = self._MESSAGE
         for value in values:
             if value[0] == message:
                 key = value[1]
+                owner = companions.get(key)
+                if owner is not None:
+                    # The position of the message that follows on the channel.
+                    owner.next_position = value[2]
+                    continue
                 if key != run_key:
                     if run:
-                        self._fanout(run_key, run)
-                    run_key, run = key, []
+                        self._fanout(run_key, run, positions=run_positions)
+                    run_key, run, run_positions = key, [], []
+                    run_ch = self._channels.get(key)
                 run.append(value[2])
+                if run_ch is not None and run_ch.next_position is not None:
+                    try:
+                        run_positions.append(Position.parse(run_ch.next_position))
+                    except ValueError:
+                        run_positions.append(None)
+                    run_ch.next_position = None
+                else:
+                    run_positions.append(None)
                 continue
             if run:
-                self._fanout(run_key, run)
-                run_key, run = None, []
+                self._fanout(run_key, run, positions=run_positions)
+                run_key, run, run_positions = None, [], []
             self._on_push(value)
         if run:
-            self._fanout(run_key, run)
+            self._fanout(run_key, run, positions=run_positions)
 
     def _fanout(
-        self, key: bytes, payloads: list[bytes], messages: list[Outbound] | None = None
+        self,
+        key: bytes,
+        payloads: list[bytes],
+        messages: list[Outbound] | None = None,
+        *,
+        positions: list[Position | None] | None = None,
     ) -> None:
         ch = self._channels.get(key)
         if ch is None:
             return
+        if positions is None:
+            positions = [None] * len(payloads)
+        elif ch.position is not None:
+            newest = ch.position
+            if any(p is not None and p <= newest for p in positions):
+                # Older than what the channel delivered (a Redis that lags
+                # behind after a failover): never deliver it.
+                kept = []
+                for i, p in enumerate(positions):
+                    if p is None or p > newest:
+                        kept.append(i)
+                        newest = p or newest
+                payloads = [payloads[i] for i in kept]
+                positions = [positions[i] for i in kept]
+                messages = None if messages is None else [messages[i] for i in kept]
+                if not payloads:
+                    return
         for held in ch.joining.values():
-            held.extend(payloads)
-        if not ch.sinks:
+            held.extend(zip(payloads, positions, strict=True))
+        if not ch.sinks and not ch.psinks:
             return
         ch.last = payloads[-1]
-        if messages is None:
-            messages = [make_message(payload) for payload in payloads]
+        for position in reversed(positions):
+            if position is not None:
+                ch.position = position
+                break
         if ch.echoes:
             # Some sender must not get its own publication back: message by message.
-            for payload, message in zip(payloads, messages, strict=True):
-                self._deliver(ch, Batch([message]), ch.echoes.take(payload))  # type: ignore[arg-type]
-        else:
-            self._deliver(ch, Batch(messages), None)
+            for i, payload in enumerate(payloads):
+                skip: Any = ch.echoes.take(payload)
+                if ch.sinks:
+                    message = messages[i] if messages is not None else make_message(payload)
+                    self._deliver(ch.sinks, ch, Batch([message]), skip)
+                if ch.psinks:
+                    framed = make_message(message_frame(ch.label, positions[i], payload))
+                    self._deliver(ch.psinks, ch, Batch([framed]), skip)
+            return
+        if ch.sinks:
+            if messages is None:
+                messages = [make_message(payload) for payload in payloads]
+            self._deliver(ch.sinks, ch, Batch(messages), None)
+        if ch.psinks:
+            label = ch.label
+            framed_messages = [
+                make_message(message_frame(label, position, payload))
+                for payload, position in zip(payloads, positions, strict=True)
+            ]
+            self._deliver(ch.psinks, ch, Batch(framed_messages), None)
 
-    def _deliver(self, ch: ChannelState, batch: Batch, skip: Sink | None) -> None:
+    def _deliver(
+        self,
+        sinks: dict[Sink, Callable[[Batch], None]],
+        ch: ChannelState,
+        batch: Batch,
+        skip: Sink | None,
+    ) -> None:
         # One list per fan-out (a sink may leave while we deliver), and no
         # other allocation per socket: a fan-out to thousands stays cheap.
-        for deliver in list(ch.sinks.values()):
+        for deliver in list(sinks.values()):
             if skip is None or deliver.__self__ is not skip:  # type: ignore[attr-defined]
                 try:
                     deliver(batch)
@@ -428,17 +541,25 @@ class Bridge:
         """After a reconnect, rejoin every socket: what was stored while the
         connection was down reaches them, in order, without a duplicate."""
         keys_of: dict[Sink, list[bytes]] = {}
+        since_of: dict[Sink, dict[bytes, Position]] = {}
         for ch in channels:
-            for sink in [*ch.sinks, *ch.joining]:
+            for sink in [*ch.sinks, *ch.psinks, *ch.joining]:
                 ch.joining[sink] = []
                 keys_of.setdefault(sink, []).append(ch.key)
+                # Sockets with positions resume from what their channel delivered.
+                if sink in self._positioned and ch.position is not None:
+                    since_of.setdefault(sink, {})[ch.key] = ch.position
             ch.sinks.clear()
+            ch.psinks.clear()
+            ch.next_position = None
         for sink, keys in keys_of.items():
-            self._rejoin(sink, keys)
+            self._rejoin(sink, keys, since_of.get(sink))
 
-    def _rejoin(self, sink: Sink, keys: list[bytes]) -> None:
+    def _rejoin(self, sink: Sink, keys: list[bytes], since: dict[bytes, Position] | None) -> None:
         """Catch ``sink`` up on ``keys`` (a shard bridge also retries a failed catch-up)."""
-        self._joiner.add(sink, keys, catch_up=True)
+        self._joiner.add(
+            sink, keys, catch_up=True, positioned=sink in self._positioned, since=since
+        )
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
@@ -456,8 +577,9 @@ class Bridge:
                 if not waiter.done():
                     waiter.set_exception(error)
             ch.waiters.clear()
+            ch.next_position = None
             if not ch.wanted:
-                del self._channels[ch.key]
+                self._forget(ch)
         self._joiner.fail(error)
         if not self._closed:
             self._outage.begin(reason, was_up=was_up)

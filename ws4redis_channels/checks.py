@@ -35,7 +35,9 @@ SETTING_IDS = {
     "WS4REDIS_PUBLISH_BYTES_RATE": "E019",
     "WS4REDIS_PUBLISH_BYTES_BURST": "E020",
     "WS4REDIS_MAX_STORED_CHANNELS": "E021",
-    # E023-E029 were kept for settings of the same release (ids are never reused).
+    "WS4REDIS_HISTORY_SIZE": "E023",
+    "WS4REDIS_HISTORY_TTL": "E024",
+    # E025-E029 were kept for settings of the same release (ids are never reused).
     "WS4REDIS_SUBPROTOCOLS": "E030",
     "WEBSOCKET_HOST": "E031",
     # Redis Cluster settings: E060 onwards.

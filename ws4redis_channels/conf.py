@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_ALLOWED_ORIGINS": None,
     "WS4REDIS_DIRECT_WRITES": True,
     "WS4REDIS_SUBPROTOCOLS": None,
+    "WS4REDIS_HISTORY_SIZE": 0,
+    "WS4REDIS_HISTORY_TTL": 300,
     "WS4REDIS_CLUSTER_PLAIN_PUBLISH": False,
 }
 
@@ -118,6 +120,11 @@ class Settings:
             return ""
         if not isinstance(value, str):
             raise ImproperlyConfigured(f"WS4REDIS_PREFIX must be a str or None, got {value!r}")
+        if "{" in value or "}" in value:
+            raise ImproperlyConfigured(
+                f"WS4REDIS_PREFIX must not contain '{{' or '}}' (Redis Cluster hash tags), "
+                f"got {value!r}"
+            )
         return value
 
     @property
@@ -133,6 +140,14 @@ class Settings:
     @property
     def WS4REDIS_EXPIRE(self) -> int:
         return int(_number("WS4REDIS_EXPIRE", integer=True))
+
+    @property
+    def WS4REDIS_HISTORY_SIZE(self) -> int:
+        return int(_number("WS4REDIS_HISTORY_SIZE", integer=True))
+
+    @property
+    def WS4REDIS_HISTORY_TTL(self) -> int:
+        return int(_number("WS4REDIS_HISTORY_TTL", integer=True, positive=True))
 
     @property
     def WS4REDIS_HEARTBEAT(self) -> str | None:

@@ -19,7 +19,8 @@ where the two differ (multi-key commands, pipelines, pub/sub).
 replicas must confirm each publication (Redis ``WAIT``) before it counts as
 published: 1 by default with Sentinel, 0 otherwise. With Sentinel, a
 :class:`~ws4redis_channels.sentinel.SentinelWatcher` makes every client of
-this module follow a failover at once (:func:`follow_master`).
+this module follow a failover at once (:func:`follow_master`); see also
+:mod:`ws4redis_channels.fence`.
 
 Errors of the Redis client are re-raised at this boundary as the app's own
 (:func:`redis_errors`): :class:`~ws4redis_channels.exceptions.RedisTimeout`,
@@ -59,10 +60,9 @@ from .exceptions import RedisCommandError, RedisTimeout, RedisUnavailable, WS4Re
 from .sentinel import Master, SentinelWatcher, discover_master, watcher
 
 __all__ = [
-    "Fence",
     "RedisTarget",
     "async_client",
-    "fence",
+    "current_watcher",
     "follow_master",
     "is_cluster",
     "parse_target",
@@ -368,7 +368,8 @@ def _cluster_kwargs(target: RedisTarget, *, asynchronous: bool = False) -> dict[
     return kwargs
 
 
-def _watcher(target: RedisTarget) -> SentinelWatcher:
+def current_watcher(target: RedisTarget) -> SentinelWatcher:
+    """Return this process's watcher of the Sentinel-monitored ``target`` (started on first use)."""
     return watcher(target.sentinels, target.service_name or "", password=target.sentinel_password)
 
 
@@ -382,10 +383,10 @@ class _FollowingSentinel(redis.sentinel.Sentinel):
     def __init__(self, target: RedisTarget) -> None:
         super().__init__(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target))
         self.target = target
-        self.watcher = _watcher(target)
+        self.watcher = current_watcher(target)
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
-        found = _watcher(self.target)  # this process's, also after a fork
+        found = current_watcher(self.target)  # this process's, also after a fork
         master = found.master or found.wait_known(CONNECT_TIMEOUT)
         if master is not None:
             return master.address
@@ -398,10 +399,10 @@ class _AsyncFollowingSentinel(redis.asyncio.sentinel.Sentinel):
     def __init__(self, target: RedisTarget) -> None:
         super().__init__(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target))
         self.target = target
-        self.watcher = _watcher(target)
+        self.watcher = current_watcher(target)
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
-        master = _watcher(self.target).master
+        master = current_watcher(self.target).master
         if master is None:
             master = await _discover(self.target)
         return master.address
@@ -528,43 +529,11 @@ def sync_client(target: RedisTarget) -> redis.Redis:
 async def resolve_address(target: RedisTarget) -> tuple[str, int] | str:
     """Return ``(host, port)`` or a unix socket path of the current master."""
     if target.sentinels:
-        master = _watcher(target).master or await _discover(target)
+        master = current_watcher(target).master or await _discover(target)
         return master.address
     if target.path:
         return target.path
     return target.host, target.port
-
-
-@dataclass(frozen=True)
-class Fence:
-    """What a publication needs to count as published: replicas that confirm it, and a
-    master that did not move while it ran."""
-
-    replicas: int
-    timeout: float
-    watcher: SentinelWatcher | None = None
-    generation: int = 0
-
-    def holds(self) -> bool:
-        """True if Sentinel did not move the master since the fence was taken."""
-        return self.watcher is None or self.watcher.generation == self.generation
-
-
-def fence(target: RedisTarget) -> Fence:
-    """Return the fence of a publication to ``target``, to take before it starts.
-
-    With Sentinel, the replicas to wait for are capped by the healthy replicas
-    Sentinel sees: after a failover the new master has none until the old one
-    rejoins, and it must still take writes (no replica, no promotion that
-    could discard them).
-    """
-    if not target.sentinels:
-        return Fence(target.replicas, target.wait_timeout)
-    found = _watcher(target)
-    generation = found.generation
-    master = found.master
-    replicas = target.replicas if master is None else min(target.replicas, master.replicas)
-    return Fence(replicas, target.wait_timeout, found, generation)
 
 
 def follow_master(target: RedisTarget, listener: Callable[[Master], None]) -> Callable[[], None]:
@@ -574,7 +543,7 @@ def follow_master(target: RedisTarget, listener: Callable[[Master], None]) -> Ca
     """
     if not target.sentinels:
         return lambda: None
-    return _watcher(target).add_listener(listener)
+    return current_watcher(target).add_listener(listener)
 
 
 def ssl_context(target: RedisTarget) -> ssl_module.SSLContext | None:

@@ -48,6 +48,7 @@ from .limits import PublishLimits, identity_key, process_limits
 from .logs import describe_socket, escaped
 from .names import Audience, Target, channel_for, validate_facility
 from .outlet import Outlet
+from .positions import Position, channel_label, parse_since, wants_positions
 from .runtime import current_bridge, current_relay
 from .subprotocols import offered_subprotocols, select_subprotocol
 
@@ -66,8 +67,8 @@ def _subprotocol(scope: dict[str, Any]) -> str | None:
     if offered and chosen is None:
         logger.warning(
             "Websocket %s offered subprotocols %s, none in WS4REDIS_SUBPROTOCOLS",
-            scope.get("path", ""),
-            ", ".join(repr(name) for name in offered[:5]),
+            describe_socket(scope),
+            ", ".join(escaped(name, 60) for name in offered[:5]),
         )
     return chosen
 
@@ -128,6 +129,7 @@ class WebsocketConsumer(_LeanConsumer):
         super().__init__(*args, **kwargs)
         self.subscribe_channels = []
         self.publish_channels = []
+        self._labels: dict[str, str] = {}
         self._bridge: Bridge | None = None
         self._outlet: Outlet | None = None
         self._closing = False
@@ -220,6 +222,7 @@ class WebsocketConsumer(_LeanConsumer):
                 # An anonymous publisher with a saved session is limited by it.
                 session = (await resolve_identity(scope, session=True)).session
             self._publisher = identity_key(identity.user, session, scope.get("client"))
+        labels, since = self._positions(scope.get("query_string", b""))
 
         # Subscribe before accepting: once the client sees the socket open,
         # everything published from then on reaches it. The outlet holds the
@@ -232,7 +235,7 @@ class WebsocketConsumer(_LeanConsumer):
             direct_writes=conf.WS4REDIS_DIRECT_WRITES,
         )
         self._bridge = current_bridge()
-        await self._bridge.join(self._outlet, self.subscribe_channels)
+        await self._bridge.join(self._outlet, self.subscribe_channels, labels=labels, since=since)
         if self.subscribe_channels:
             relay = current_relay()
             if relay is not None:
@@ -251,6 +254,21 @@ class WebsocketConsumer(_LeanConsumer):
         # A message in 1-byte fragments must not cost 40 bytes of memory per byte.
         self._protocol = daphne_protocol(raw_send(self.base_send))
         bound_fragmented_messages(self._protocol)
+
+    def _positions(
+        self, query_string: bytes
+    ) -> tuple[dict[str, str] | None, dict[str, Position] | None]:
+        """The labels of the subscribed channels and the positions presented, if the
+        socket asked for positions (see positions.py)."""
+        if not wants_positions(query_string):
+            return None, None
+        try:
+            presented = parse_since(query_string)
+        except ValueError as exc:
+            raise _Refusal(CloseCode.BAD_REQUEST, str(exc)) from None
+        labels = {c: self._labels[c] for c in self.subscribe_channels}
+        since = {c: presented[label] for c, label in labels.items() if label in presented}
+        return labels, since
 
     def _check_identity(self, flags: list[str], identity: Identity) -> None:
         for flag in flags:
@@ -278,7 +296,9 @@ class WebsocketConsumer(_LeanConsumer):
         channels: dict[str, None] = {}
         for target in targets:
             try:
-                channels[channel_for(target, prefix=prefix, naming=naming)] = None
+                channel = channel_for(target, prefix=prefix, naming=naming)
+                channels[channel] = None
+                self._labels[channel] = channel_label(target)
             except InvalidName as exc:
                 # e.g. a user named "_broadcast_": never alias another audience.
                 code = (

@@ -75,12 +75,24 @@ class WebsocketAuthMiddleware:
             )
             return None
         scope = dict(scope, cookies=cookies)
+        anonymous = False
         if "session" not in scope:
             engine = import_module(settings.SESSION_ENGINE)
-            scope["session"] = engine.SessionStore(cookies.get(settings.SESSION_COOKIE_NAME))
+            key = cookies.get(settings.SESSION_COOKIE_NAME)
+            scope["session"] = engine.SessionStore(key)
+            # A session without a key is empty in every engine: nobody is
+            # logged in, and get_user's thread hop (most of an anonymous
+            # handshake's wait) would only say so.
+            anonymous = not key
         if "user" not in scope:
             user = UserLazyObject()
-            user._wrapped = await get_user(scope)
+            if anonymous:
+                # Imported here: the module must import before the app registry is ready.
+                from django.contrib.auth.models import AnonymousUser
+
+                user._wrapped = AnonymousUser()
+            else:
+                user._wrapped = await get_user(scope)
             scope["user"] = user
         return scope
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import store
 from .bridge import Sink
 from .connection import RedisTarget, async_client, ssl_context
 from .exceptions import RedisError, RedisUnavailable
+from .positions import Position
 from .resp import Parser, ReplyError, Value, encode_command
 from .shard import PlainListener, ShardBridge
 from .slots import Node, SlotMap
@@ -119,8 +120,10 @@ class ClusterBridge:
         connect_timeout: float = 5.0,
         outage_timeout: float = 30.0,
         plain_publish: bool = False,
+        history_ttl: int = 300,
     ) -> None:
         self.target = target
+        self.history_ttl = history_ttl
         # Also listen for plain PUBLISH (classic pub/sub) on one node.
         self.plain_publish = plain_publish
         self._plain: PlainListener | None = None
@@ -165,7 +168,14 @@ class ClusterBridge:
         bridge = self._bridge_of(channel.encode())
         return bridge.local_sinks(channel) if bridge is not None else 0
 
-    async def join(self, sink: Sink, channels: Sequence[str]) -> None:
+    async def join(
+        self,
+        sink: Sink,
+        channels: Sequence[str],
+        *,
+        labels: Mapping[str, str] | None = None,
+        since: Mapping[str, Position] | None = None,
+    ) -> None:
         """Join ``sink`` to ``channels`` on the bridges of their primaries (see Bridge.join)."""
         if not self._slots.ranges:
             try:
@@ -173,8 +183,18 @@ class ClusterBridge:
             except (asyncio.TimeoutError, RedisUnavailable) as exc:
                 raise RedisUnavailable(f"Redis {self.target.describe()}: {exc!r}") from exc
         groups = self._group(channels)
-        joins = [bridge.join(sink, names) for bridge, names in groups]
-        if self.plain_publish:
+        joins = [
+            bridge.join(
+                sink,
+                names,
+                labels=None if labels is None else {n: labels[n] for n in names},
+                since=None if since is None else {n: since[n] for n in names if n in since},
+            )
+            for bridge, names in groups
+        ]
+        if self.plain_publish and labels is None:
+            # Plain PUBLISH messages have no position: sockets with positions
+            # get sharded messages only.
             joins.append(self._join_plain(sink, channels))
         results = await asyncio.gather(*joins, return_exceptions=True)
         failure = next((r for r in results[: len(groups)] if isinstance(r, BaseException)), None)
@@ -239,7 +259,7 @@ class ClusterBridge:
         groups: dict[ShardBridge | None, list[str]] = {}
         for name in channels:
             groups.setdefault(self._bridge_of(name.encode()), []).append(name)
-        counts = []
+        counts: list[Awaitable[int]] = []
         for bridge, names in groups.items():
             if bridge is None:
                 # No local socket on these channels: no echo to suppress.
@@ -283,6 +303,7 @@ class ClusterBridge:
                 nodes[0],
                 connect_timeout=self.connect_timeout,
                 outage_timeout=self.outage_timeout,
+                history_ttl=self.history_ttl,
                 on_moved=self._moved,
                 on_down=self._down,
             )
@@ -323,6 +344,7 @@ class ClusterBridge:
                 node,
                 connect_timeout=self.connect_timeout,
                 outage_timeout=self.outage_timeout,
+                history_ttl=self.history_ttl,
                 on_moved=self._moved,
                 on_down=self._down,
             )
@@ -395,9 +417,10 @@ class ClusterBridge:
                 owner = slots.node_for(key)
                 if owner is None or owner == node:
                     continue
-                sinks, last = bridge.detach(key)
+                state, positioned = bridge.detach(key)
                 self._home[key] = owner
-                self._shard(owner).adopt(key, sinks, last)
+                if state is not None:
+                    self._shard(owner).adopt(state, positioned)
         primaries = set(slots.primaries())
         plain = self._plain
         if plain is not None and not plain.connected and plain.node not in primaries:
@@ -405,8 +428,9 @@ class ClusterBridge:
             self._plain = None
             replacement = self._plain_listener(avoid=plain.node)
             for key in plain.channel_keys():
-                sinks, last = plain.detach(key)
-                replacement.adopt(key, sinks, last)
+                state, positioned = plain.detach(key)
+                if state is not None:
+                    replacement.adopt(state, positioned)
             self._close_later(plain)
         for node, bridge in list(self._shards.items()):
             if not bridge.channel_keys() and node not in primaries:

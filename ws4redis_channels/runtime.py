@@ -40,6 +40,7 @@ def _new_bridge() -> Bridge:
                 connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
                 outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
                 plain_publish=conf.WS4REDIS_CLUSTER_PLAIN_PUBLISH,
+                history_ttl=conf.WS4REDIS_HISTORY_TTL,
             ),
         )
     else:
@@ -47,6 +48,7 @@ def _new_bridge() -> Bridge:
             target,
             connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
             outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+            history_ttl=conf.WS4REDIS_HISTORY_TTL,
         )
         _follow_master(bridge)
     if layer is not None:

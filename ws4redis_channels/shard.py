@@ -24,8 +24,11 @@ from collections.abc import Callable
 
 from .bridge import Bridge, ChannelState, Sink
 from .connection import RedisTarget
+from .positions import Position
+from .replay import Joiner
 from .resp import ReplyError, encode_command
 from .slots import Node, key_slot
+from .store import Replay
 from .subscriber import Subscriber
 
 __all__ = ["PlainListener", "ShardBridge"]
@@ -55,6 +58,7 @@ class ShardBridge(Bridge):
         on_down: Callable[[ShardBridge], None],
         connect_timeout: float = 5.0,
         outage_timeout: float = 30.0,
+        history_ttl: int = 300,
     ) -> None:
         self.node = node
         # Sockets taken over from another shard, until they get live traffic here.
@@ -63,7 +67,12 @@ class ShardBridge(Bridge):
         self._on_shard_down = on_down
         # ``target`` (the cluster) serves commands: MGET and publishing go
         # through the cluster client, which routes by slot.
-        super().__init__(target, connect_timeout=connect_timeout, outage_timeout=outage_timeout)
+        super().__init__(
+            target,
+            connect_timeout=connect_timeout,
+            outage_timeout=outage_timeout,
+            history_ttl=history_ttl,
+        )
 
     def _make_subscriber(self) -> Subscriber:
         return Subscriber(
@@ -78,7 +87,8 @@ class ShardBridge(Bridge):
     # -- subscribing ------------------------------------------------------------
 
     def _subscribe(self, channels: list[ChannelState]) -> None:
-        # SSUBSCRIBE takes the channels of one slot at a time.
+        # SSUBSCRIBE takes the channels of one slot at a time; a channel and
+        # its positions channel ({<channel>}:pos) share one.
         by_slot: dict[int, list[ChannelState]] = {}
         for ch in channels:
             by_slot.setdefault(key_slot(ch.key), []).append(ch)
@@ -86,12 +96,13 @@ class ShardBridge(Bridge):
             for ch in group:
                 ch.requested = True
                 ch.pending_subs += 1
-            self.subscriber.write(encode_command(self._SUBSCRIBE, *(ch.key for ch in group)))
+            keys = [key for ch in group for key in (ch.key, ch.companion)]
+            self.subscriber.write(encode_command(self._SUBSCRIBE, *keys))
 
     def _unsubscribed(self, key: bytes) -> None:
         ch = self._channels.get(key)
         if ch is None or not ch.requested or ch.pending_subs:
-            return  # the answer to our own SUNSUBSCRIBE
+            return  # the answer to our own SUNSUBSCRIBE (or a positions channel)
         # We did not ask: the node no longer serves the channel's slot.
         ch.requested = False
         self._on_moved(self, [key])
@@ -133,37 +144,50 @@ class ShardBridge(Bridge):
         """Return every channel a local socket needs here."""
         return [key for key, ch in self._channels.items() if ch.wanted]
 
-    def detach(self, key: bytes) -> tuple[list[Sink], bytes | None]:
-        """Give up ``key`` and its sockets; return them and the last payload they got."""
+    def detach(self, key: bytes) -> tuple[ChannelState | None, set[Sink]]:
+        """Give up ``key`` with its sockets: return its state and which sockets get positions."""
         ch = self._channels.pop(key, None)
         if ch is None:
-            return [], None
-        sinks = list(dict.fromkeys([*ch.sinks, *ch.joining]))
+            return None, set()
+        if self._companions.get(ch.companion) is ch:
+            del self._companions[ch.companion]
+        sinks = list(dict.fromkeys([*ch.sinks, *ch.psinks, *ch.joining]))
         if ch.requested:
-            self.subscriber.write(encode_command(self._UNSUBSCRIBE, key))
+            self.subscriber.write(encode_command(self._UNSUBSCRIBE, key, ch.companion))
         ch.requested = False
         for waiter in ch.waiters:
             if not waiter.done():
                 waiter.set_result(None)
         ch.waiters.clear()
+        positioned = {sink for sink in sinks if sink in self._positioned}
         # A socket with no channel left here is no longer this shard's to close.
         for sink in sinks:
-            if not any(sink in c.sinks or sink in c.joining for c in self._channels.values()):
+            if not any(
+                c.sinks.get(sink) or c.psinks.get(sink) or sink in c.joining
+                for c in self._channels.values()
+            ):
                 self._members.pop(sink, None)
-        return sinks, ch.last
+                self._positioned.discard(sink)
+        return ch, positioned
 
-    def adopt(self, key: bytes, sinks: list[Sink], last: bytes | None) -> None:
-        """Take over ``key`` and its sockets as after a reconnect: they get the stored
-        message unless it is ``last``, then live traffic."""
+    def adopt(self, old: ChannelState, positioned: set[Sink]) -> None:
+        """Take over a channel and its sockets from another shard, as after a reconnect:
+        they get what they missed (the stored message, or history from their
+        position), then live traffic."""
+        sinks = list(dict.fromkeys([*old.sinks, *old.psinks, *old.joining]))
         if not sinks:
             return
+        key = old.key
         ch = self._channels.get(key)
         if ch is None:
             ch = self._channels[key] = ChannelState(key)
-            ch.last = last
+            self._companions[ch.companion] = ch
+            ch.label, ch.last, ch.position = old.label, old.last, old.position
         for sink in sinks:
             ch.joining.setdefault(sink, [])
             self._members[sink] = None
+            if sink in positioned:
+                self._positioned.add(sink)
         if not self.subscriber.connected:
             # Once connected, everything wanted is subscribed and caught up.
             self._ever_connected = True
@@ -171,33 +195,45 @@ class ShardBridge(Bridge):
         if not ch.requested:
             self._subscribe([ch])
         for sink in sinks:
-            self._rejoin(sink, [key])
+            since = {key: ch.position} if sink in positioned and ch.position else None
+            self._rejoin(sink, [key], since)
 
-    def _rejoin(self, sink: Sink, keys: list[bytes]) -> None:
+    def _rejoin(self, sink: Sink, keys: list[bytes], since: dict[bytes, Position] | None) -> None:
         # The cluster client may still know the old topology right after a
-        # failover (its MGET fails while this connection is up): try again
+        # failover (its reads fail while this connection is up): try again
         # rather than leave the socket waiting for the next reconnect.
-        future = self._joiner.add(sink, keys, catch_up=True)
+        future = self._joiner.add(
+            sink, keys, catch_up=True, positioned=sink in self._positioned, since=since
+        )
         for key in keys:
             self._adoptions[key, sink] = future
-        future.add_done_callback(functools.partial(self._rejoined, sink, keys))
+        future.add_done_callback(functools.partial(self._rejoined, sink, keys, since))
 
-    def _rejoined(self, sink: Sink, keys: list[bytes], future: asyncio.Future[None]) -> None:
+    def _rejoined(
+        self,
+        sink: Sink,
+        keys: list[bytes],
+        since: dict[bytes, Position] | None,
+        future: asyncio.Future[None],
+    ) -> None:
         for key in keys:
             if self._adoptions.get((key, sink)) is future:
                 del self._adoptions[key, sink]
         if future.cancelled() or future.exception() is None or self._closed:
             return
         if self.subscriber.connected:
-            self._loop.call_later(random.uniform(0.1, 0.5), self._retry_rejoin, sink, keys)
+            delay = random.uniform(0.1, 0.5)
+            self._loop.call_later(delay, self._retry_rejoin, sink, keys, since)
         # Otherwise the next connection catches everything up.
 
-    def _retry_rejoin(self, sink: Sink, keys: list[bytes]) -> None:
+    def _retry_rejoin(
+        self, sink: Sink, keys: list[bytes], since: dict[bytes, Position] | None
+    ) -> None:
         if self._closed or not self.subscriber.connected:
             return
         waiting = [k for k in keys if (ch := self._channels.get(k)) and sink in ch.joining]
         if waiting:
-            self._rejoin(sink, waiting)
+            self._rejoin(sink, waiting, since)
 
     async def adopted(self, sink: Sink, key: bytes) -> None:
         """Wait until ``sink``, taken over from another shard, gets ``key``'s live traffic."""
@@ -220,7 +256,9 @@ class PlainListener(ShardBridge):
     _MESSAGE = b"message"
     _SUBSCRIBED = b"subscribe"
     _UNSUBSCRIBED = b"unsubscribe"
-    _REPLAY = False
+
+    def _make_joiner(self, history_ttl: int) -> Joiner:
+        return _LiveJoiner(self._channels, self.subscriber, self.target, history_ttl=history_ttl)
 
     def _subscribe(self, channels: list[ChannelState]) -> None:
         Bridge._subscribe(self, channels)  # any channels in one SUBSCRIBE
@@ -230,3 +268,10 @@ class PlainListener(ShardBridge):
 
     def _give_up(self) -> None:
         pass  # the sockets' shard bridges decide about 4503
+
+
+class _LiveJoiner(Joiner):
+    """Joins that read nothing: the sockets' shard bridges deliver what is stored."""
+
+    async def _read(self, reads: list[tuple[bytes, Position | None]]) -> list[Replay]:
+        return [Replay(None, None, Position(0, 0), "new", []) for _ in reads]

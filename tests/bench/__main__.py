@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import platform
 import subprocess
@@ -21,11 +22,21 @@ from testproject.redis_server import RedisServer
 from tests.servers import ROOT
 
 from . import servers
+from .handshakes import HANDSHAKE_SCENARIOS
 from .measure import raise_open_files
 from .profile import Profiler
-from .report import headline, headline_text, notes, table, write_json
-from .scenarios import FULL, QUICK, SCENARIOS, Bench
+from .report import headline, headline_text, notes, table, targets, targets_text, write_json
+from .scenarios import FULL, QUICK, Bench
+from .scenarios import SCENARIOS as _DELIVERY
 from .servers import SERVERS
+
+SCENARIOS = {
+    "connect": HANDSHAKE_SCENARIOS["connect"],
+    "connect-user": HANDSHAKE_SCENARIOS["connect-user"],
+    **_DELIVERY,
+    "channels": HANDSHAKE_SCENARIOS["channels"],
+    "storm": HANDSHAKE_SCENARIOS["storm"],
+}
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Servers whose losses mean the harness itself is broken.
@@ -69,6 +80,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1024,
         help="listen backlog for every daphne server (default 1024; 0: Twisted's 50)",
+    )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        help="client processes for the handshake scenarios (default 2)",
+    )
+    parser.add_argument(
+        "--storm-jitter",
+        type=float,
+        help="storm: each socket's first reconnect waits a random 0..N ms (default 0: at once)",
     )
     parser.add_argument("--json", type=Path, help="where to write the JSON (default: results/)")
     args = parser.parse_args(argv)
@@ -115,6 +136,24 @@ def _git() -> dict[str, Any]:
     return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
 
 
+def _users(db_path: str, count: int) -> list[tuple[str, str]]:
+    """Create ``count`` logged-in users with sessions in the bench database."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "TESTPROJECT_DB": db_path,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench.users", str(count)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return [(name, key) for name, key in json.loads(done.stdout)]
+
+
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("django", "channels", "channels-redis", "daphne", "redis", "twisted", "uvloop"):
@@ -128,7 +167,17 @@ def _versions() -> dict[str, str]:
 def _summary(server: str, scenario: str, result: dict[str, Any]) -> str:
     if "error" in result:
         return f"{server}/{scenario}: ERROR {result['error']}"
-    keys = ("connects_per_s", "deliveries_per_s", "p99_ms", "kb_per_socket", "lost", "duplicated")
+    if "skipped" in result:
+        return f"{server}/{scenario}: skipped ({result['skipped']})"
+    keys = (
+        "all_subscribed_s",
+        "connects_per_s",
+        "deliveries_per_s",
+        "p99_ms",
+        "kb_per_socket",
+        "lost",
+        "duplicated",
+    )
     parts = []
     for key in keys:
         value = result.get(key)
@@ -145,6 +194,10 @@ def run(args: argparse.Namespace) -> int:
         sizes = dataclasses.replace(sizes, payload=args.payload)
     if args.wait_idle is not None:
         sizes = dataclasses.replace(sizes, wait_idle=args.wait_idle)
+    if args.storm_jitter is not None:
+        sizes = dataclasses.replace(sizes, storm_jitter_ms=args.storm_jitter)
+    if args.clients:
+        sizes = dataclasses.replace(sizes, clients=args.clients)
     open_files = raise_open_files(32768)
     servers.daphne_backlog = args.daphne_backlog
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -156,19 +209,29 @@ def run(args: argparse.Namespace) -> int:
             profiler = None
     loop, loop_name = _new_loop()
     results: dict[str, dict[str, dict[str, Any]]] = {}
+    skipped: dict[str, str] = {}
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ws4redis-bench-") as tmp:
         db_path = os.path.join(tmp, "db.sqlite3")
         _migrate(db_path)
+        users = None
+        if {"connect-user", "channels"} & set(args.scenarios):
+            users = _users(db_path, max(sizes.user_sockets, sizes.channels_sockets))
         with RedisServer() as redis_server:
             admin = redis.Redis(port=redis_server.port)
             for name in args.servers:
                 spec = SERVERS[name]
                 results[name] = {}
+                missing = spec.available()
+                if missing:
+                    print(f"{name}: {missing}", flush=True)
+                    skipped[name] = missing
+                    del results[name]
+                    continue
                 for scenario in args.scenarios:
                     admin.flushall()
                     results[name][scenario] = _one(
-                        loop, spec, scenario, redis_server, db_path, sizes, profiler
+                        loop, spec, scenario, redis_server, db_path, sizes, profiler, users
                     )
                     print(_summary(name, scenario, results[name][scenario]), flush=True)
             admin.close()
@@ -179,8 +242,12 @@ def run(args: argparse.Namespace) -> int:
     print(table(results))
     print()
     print(headline_text(ratios))
-    remarks = notes(results)
-    if remarks:
+    checked = targets(results)
+    if targets_text(checked):
+        print()
+        print(targets_text(checked))
+    remarks = "\n".join([*(f"{n}: skipped, {why}" for n, why in skipped.items()), notes(results)])
+    if remarks.strip():
         print()
         print(remarks)
     if profiler is not None and profiler.outputs:
@@ -195,12 +262,17 @@ def run(args: argparse.Namespace) -> int:
             "loadavg_at_end": os.getloadavg(),
             "open_files_limit": open_files,
         },
-        "client": {"process": "one", "loop": loop_name},
+        "client": {
+            "processes": f"one; {sizes.clients} for connect, connect-user, channels, storm",
+            "loop": loop_name,
+        },
+        "skipped": skipped,
         "versions": _versions(),
         "sizes": dataclasses.asdict(sizes),
         "daphne_backlog": args.daphne_backlog,
         "servers": {name: SERVERS[name].description for name in args.servers},
         "headline": ratios,
+        "targets": checked,
         "results": results,
     }
     path = args.json or RESULTS / f"{stamp}.json"
@@ -217,6 +289,7 @@ def _one(
     db_path: str,
     sizes: Any,
     profiler: Profiler | None,
+    users: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Start the server afresh, run one scenario within its budget, stop the server."""
     try:
@@ -224,7 +297,9 @@ def _one(
     except Exception as exc:
         return {"error": f"server did not start: {exc}"}
     assert redis_server.process is not None
-    bench = Bench(running, redis_server.port, redis_server.process.pid, sizes, profiler)
+    bench = Bench(
+        running, redis_server.port, redis_server.process.pid, sizes, profiler, users=users
+    )
     result: dict[str, Any]
     try:
         result = loop.run_until_complete(asyncio.wait_for(SCENARIOS[scenario](bench), sizes.budget))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 __all__ = [
+    "HttpPublisher",
     "Meter",
     "Publisher",
     "Socket",
@@ -77,6 +78,11 @@ class Meter:
         return self.done
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class Socket(asyncio.Protocol):
     """One client websocket; cheap enough to run thousands in one process."""
 
@@ -85,15 +91,19 @@ class Socket(asyncio.Protocol):
         self.meter = meter
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A handshake the client gave up on may still fail later: nobody awaits that.
+        self.opened.add_done_callback(_retrieve)
         self.handshaking = True
         self.buffer = b""
         self.payloads: list[bytes] = []
         # (index of the first payload of a chunk, monotonic_ns when it arrived)
         self.chunks: list[tuple[int, int]] = []
         self.probed = False
+        self.probed_ns = 0  # when the first probe arrived
         self.close_code: int | None = None
         self.gone = False
         self.leaving = False  # the client closes it: not a drop
+        self.tag = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -159,6 +169,7 @@ class Socket(asyncio.Protocol):
                 if payload and payload[0] == _PROBE:
                     if not self.probed:
                         self.probed = True
+                        self.probed_ns = now
                         self.meter.probed += 1
                 else:
                     payloads.append(payload)
@@ -207,12 +218,13 @@ class Socket(asyncio.Protocol):
         self.chunks = []
 
 
-def upgrade_request(host: str, port: int, path: str) -> bytes:
+def upgrade_request(host: str, port: int, path: str, cookie: str | None = None) -> bytes:
     origin = f"http://{host}:{port}"
+    cookie_line = f"Cookie: {cookie}\r\n" if cookie else ""
     return (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {_KEY.decode()}\r\n"
-        f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
+        f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n{cookie_line}\r\n"
     ).encode()
 
 
@@ -233,22 +245,31 @@ async def open_sockets(
     *,
     concurrency: int,
     timeout: float,
+    cookies: list[str] | None = None,
 ) -> Opened:
-    """Open ``count`` websockets, at most ``concurrency`` handshakes in flight."""
+    """Open ``count`` websockets, at most ``concurrency`` handshakes in flight.
+
+    With ``cookies``, socket ``i`` sends ``Cookie: cookies[i]`` (its ``tag`` is ``i``).
+    """
     loop = asyncio.get_running_loop()
-    request = upgrade_request(host, port, path)
+    plain = upgrade_request(host, port, path)
     gate = asyncio.Semaphore(concurrency)
     sockets: list[Socket] = []
     times: list[float] = []
     failures: collections.Counter[str] = collections.Counter()
 
-    async def one() -> None:
+    async def one(index: int) -> None:
+        request = upgrade_request(host, port, path, cookies[index]) if cookies else plain
+
+        def make() -> Socket:
+            sock = Socket(request, meter)
+            sock.tag = index
+            return sock
+
         async with gate:
             began = time.perf_counter()
             try:
-                _, sock = await asyncio.wait_for(
-                    loop.create_connection(lambda: Socket(request, meter), host, port), timeout
-                )
+                _, sock = await asyncio.wait_for(loop.create_connection(make, host, port), timeout)
                 try:
                     await asyncio.wait_for(asyncio.shield(sock.opened), timeout)
                 except BaseException:
@@ -262,7 +283,7 @@ async def open_sockets(
             sockets.append(sock)
 
     began = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(count)))
+    await asyncio.gather(*(one(i) for i in range(count)))
     return Opened(sockets, time.perf_counter() - began, times, failures)
 
 
@@ -344,6 +365,28 @@ class Publisher:
     def close(self) -> None:
         if self._protocol.transport is not None:
             self._protocol.transport.close()
+
+
+class HttpPublisher(Publisher):
+    """A keep-alive HTTP connection that pipelines ``POST /pub/<channel>`` (nchan's publisher)."""
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> Publisher:
+        _, protocol = await asyncio.get_running_loop().create_connection(_Discard, host, port)
+        return cls(cast(_RedisReplies, protocol))
+
+    @staticmethod
+    def command(channel: bytes, payload: bytes) -> bytes:
+        return b"POST /pub/%s HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n\r\n%s" % (
+            channel,
+            len(payload),
+            payload,
+        )
+
+
+class _Discard(_RedisReplies):
+    def data_received(self, data: bytes) -> None:
+        self.replies += data.count(b"HTTP/1.1 ")
 
 
 async def probe_ready(

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["headline", "table", "write_json"]
+__all__ = ["headline", "table", "targets", "targets_text", "write_json"]
 
 Results = dict[str, dict[str, dict[str, Any]]]
 
@@ -31,9 +31,9 @@ def _num(value: Any, digits: int = 0) -> str:
 
 def _losses(results: Results, server: str) -> tuple[int | None, int | None]:
     lost = dup = None
-    for scenario in ("burst1k", "burst5k", "steady"):
+    for scenario in ("burst1k", "burst5k", "steady", "channels"):
         entry = results.get(server, {}).get(scenario)
-        if not entry or "error" in entry:
+        if not entry or "error" in entry or "skipped" in entry:
             continue
         lost = (lost or 0) + entry.get("lost", 0)
         dup = (dup or 0) + entry.get("duplicated", 0)
@@ -54,12 +54,18 @@ def _cell(results: Results, server: str, scenario: str, *keys: str, digits: int 
     entry = results.get(server, {}).get(scenario)
     if entry is not None and "error" in entry:
         return "ERROR"
+    if entry is not None and "skipped" in entry:
+        return "n/a"
     return _num(_get(results, server, scenario, *keys), digits)
 
 
 COLUMNS = [
     ("server", 14),
     ("connects/s", 10),
+    ("user conn/s", 11),
+    ("storm s", 7),
+    ("storm hs p99", 12),
+    ("chan del/s", 10),
     ("burst1k del/s", 13),
     ("burst5k del/s", 13),
     ("p50 ms", 8),
@@ -81,6 +87,10 @@ def table(results: Results) -> str:
             [
                 server,
                 _cell(results, server, "connect", "connects_per_s"),
+                _cell(results, server, "connect-user", "connects_per_s"),
+                _cell(results, server, "storm", "all_subscribed_s", digits=2),
+                _cell(results, server, "storm", "handshake", "p99_ms"),
+                _cell(results, server, "channels", "deliveries_per_s"),
                 _cell(results, server, "burst1k", "deliveries_per_s"),
                 _cell(results, server, "burst5k", "deliveries_per_s"),
                 _cell(results, server, "steady", "p50_ms", digits=1),
@@ -109,6 +119,81 @@ def _ratio(results: Results, a: str, b: str, scenario: str, key: str) -> float |
     if not x or not y or math.isnan(x) or math.isnan(y):
         return None
     return float(x) / float(y)
+
+
+def _ratio2(results: Results, a: tuple[str, str, str], b: tuple[str, str, str]) -> float | None:
+    x, y = _get(results, *a), _get(results, *b)
+    if not x or not y or math.isnan(x) or math.isnan(y):
+        return None
+    return float(x) / float(y)
+
+
+# Issue 17's targets: (key, target, "min" or "max")
+TARGETS = {
+    "connects_product_over_nchan": (0.5, "min"),
+    "connects_product_over_nchan_redis": (0.5, "min"),
+    "user_connects_product_over_nchan": (0.35, "min"),
+    "user_connects_product_over_nchan_redis": (0.35, "min"),
+    "storm_product_all_subscribed_s": (3.0, "max"),
+    "idle_kb_product_over_nchan": (1.5, "max"),
+    "burst1k_product_over_floor": (1.0, "min"),
+    "burst5k_product_over_floor": (1.0, "min"),
+    "steady_p99_product_over_nchan_redis": (1.15, "max"),
+}
+
+
+def targets(results: Results) -> dict[str, Any]:
+    """Issue 17's ratios, each with its target and whether this run meets it."""
+    product = "product"
+    values = {
+        "connects_product_over_nchan": _ratio(
+            results, product, "nchan", "connect", "connects_per_s"
+        ),
+        "connects_product_over_nchan_redis": _ratio(
+            results, product, "nchan-redis", "connect", "connects_per_s"
+        ),
+        # Against nchan's anonymous rate, as the issue sets it.
+        "user_connects_product_over_nchan": _ratio2(
+            results,
+            (product, "connect-user", "connects_per_s"),
+            ("nchan", "connect", "connects_per_s"),
+        ),
+        "user_connects_product_over_nchan_redis": _ratio2(
+            results,
+            (product, "connect-user", "connects_per_s"),
+            ("nchan-redis", "connect", "connects_per_s"),
+        ),
+        "storm_product_all_subscribed_s": _get(results, product, "storm", "all_subscribed_s"),
+        "idle_kb_product_over_nchan": _ratio(results, product, "nchan", "idle", "kb_per_socket"),
+        "burst1k_product_over_floor": _ratio(
+            results, product, "floor", "burst1k", "deliveries_per_s"
+        ),
+        "burst5k_product_over_floor": _ratio(
+            results, product, "floor", "burst5k", "deliveries_per_s"
+        ),
+        "steady_p99_product_over_nchan_redis": _ratio(
+            results, product, "nchan-redis", "steady", "p99_ms"
+        ),
+    }
+    out = {}
+    for key, value in values.items():
+        target, kind = TARGETS[key]
+        met = None
+        if value is not None:
+            met = value >= target if kind == "min" else value <= target
+        out[key] = {"value": value, "target": target, "kind": kind, "met": met}
+    return out
+
+
+def targets_text(checked: dict[str, Any]) -> str:
+    lines = []
+    for key, entry in checked.items():
+        if entry["value"] is None:
+            continue
+        sign = ">=" if entry["kind"] == "min" else "<="
+        verdict = "met" if entry["met"] else "NOT met"
+        lines.append(f"{key}: {entry['value']:.2f} (target {sign} {entry['target']}) {verdict}")
+    return "\n".join(lines)
 
 
 def headline(results: Results) -> dict[str, Any]:
@@ -155,6 +240,8 @@ def notes(results: Results) -> str:
     lines = []
     for server, scenarios in results.items():
         for scenario, entry in scenarios.items():
+            if "skipped" in entry:
+                continue
             if "error" in entry:
                 lines.append(f"{server}/{scenario}: ERROR {entry['error']}")
                 continue

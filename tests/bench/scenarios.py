@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .client import (
+    HttpPublisher,
     Meter,
     Publisher,
     Socket,
@@ -33,7 +34,6 @@ from .client import (
 )
 from .measure import (
     cpu_seconds,
-    listen_overflows,
     machine_busy_seconds,
     own_cpu_seconds,
     redis_connections,
@@ -42,7 +42,7 @@ from .measure import (
 from .profile import Profiler
 from .servers import Running
 
-__all__ = ["FULL", "QUICK", "SCENARIOS", "Bench", "Sizes"]
+__all__ = ["FULL", "QUICK", "SCENARIOS", "Bench", "Sizes", "connect_publisher"]
 
 FACILITY = "bench"
 CHANNEL = b"_broadcast_:" + FACILITY.encode()
@@ -63,6 +63,12 @@ class Sizes:
     steady_rate: float
     steady_seconds: float
     idle_sockets: int
+    user_sockets: int = 1000  # connect-user
+    storm_sockets: int = 5000
+    storm_jitter_ms: float = 0.0  # attempt 0 of a reconnect waits up to this long
+    storm_timeout: float = 120.0  # every socket must be open again by then
+    channels_sockets: int = 5000
+    clients: int = 2  # client processes for the handshake scenarios
     payload: int = 64
     round_timeout: float = 90.0  # per burst round
     drain_timeout: float = 20.0  # after the last steady publish
@@ -99,6 +105,9 @@ QUICK = Sizes(
     steady_rate=20.0,
     steady_seconds=3.0,
     idle_sockets=1000,
+    user_sockets=200,
+    storm_sockets=1000,
+    channels_sockets=1000,
     round_timeout=20.0,
     drain_timeout=5.0,
     quiet=3.0,
@@ -107,6 +116,13 @@ QUICK = Sizes(
     budget=60.0,
     wait_idle=0.0,
 )
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return 0.0
 
 
 @dataclass
@@ -118,6 +134,9 @@ class Bench:
     redis_pid: int
     sizes: Sizes
     profiler: Profiler | None = None
+    client_pids: tuple[int, ...] = ()  # client processes (workers.py) of the scenario
+    # (username, session key) of the logged-in users in the bench's database
+    users: list[tuple[str, str]] | None = None
 
     def profile_start(self, label: str) -> None:
         if self.profiler is not None:
@@ -131,7 +150,7 @@ class Bench:
         """CPU seconds so far of each server process, Redis, this client and the whole machine."""
         out = {role: cpu_seconds(pid) for role, pid in self.server.pids().items()}
         out["redis"] = cpu_seconds(self.redis_pid)
-        out["client"] = own_cpu_seconds()
+        out["client"] = own_cpu_seconds() + sum(_cpu_or_zero(p) for p in self.client_pids)
         out["machine"] = machine_busy_seconds()
         return out
 
@@ -250,18 +269,28 @@ async def _wait_deliveries(
     return "complete"
 
 
+async def connect_publisher(bench: Bench) -> Publisher:
+    """PUBLISH on the bench's Redis, or nchan's ``POST /pub/<channel>`` on the server."""
+    spec = bench.server.spec
+    if spec is not None and spec.publish == "http":
+        return await HttpPublisher.connect(HOST, bench.server.port)
+    return await Publisher.connect(HOST, bench.redis_port)
+
+
 class _Session:
     """Sockets, meter and publisher of one scenario, cleaned up on exit."""
 
-    def __init__(self, bench: Bench) -> None:
+    def __init__(self, bench: Bench, path: str = PATH, cookies: list[str] | None = None) -> None:
         self.bench = bench
+        self.path = path
+        self.cookies = cookies  # for the warm-up sockets
         self.meter = Meter()
         self.sockets: list[Socket] = []
         self.publisher: Publisher | None = None
         self.failures: collections.Counter[str] = collections.Counter()
 
     async def __aenter__(self) -> _Session:
-        self.publisher = await Publisher.connect(HOST, self.bench.redis_port)
+        self.publisher = await connect_publisher(self.bench)
         await self.warm_up()
         return self
 
@@ -275,11 +304,12 @@ class _Session:
         opened = await open_sockets(
             HOST,
             self.bench.server.port,
-            PATH,
+            self.path,
             count,
             self.meter,
             concurrency=sizes.concurrency,
             timeout=sizes.open_timeout,
+            cookies=self.cookies[:count] if self.cookies else None,
         )
         self.sockets.extend(opened.sockets)
         self.failures.update(opened.failures)
@@ -316,43 +346,6 @@ class _Session:
         }
 
 
-async def connect(bench: Bench) -> dict[str, Any]:
-    sizes = bench.sizes
-    async with _Session(bench) as session:
-        others = await bench.wait_idle()
-        window = bench.window()
-        overflows = listen_overflows()
-        bench.profile_start("connect")
-        opened = await open_sockets(
-            HOST,
-            bench.server.port,
-            PATH,
-            sizes.connect_sockets,
-            session.meter,
-            concurrency=sizes.concurrency,
-            timeout=sizes.open_timeout,
-        )
-        cpu = window.close()
-        overflows = listen_overflows() - overflows
-        bench.profile_stop()
-        session.sockets = opened.sockets
-        session.failures.update(opened.failures)
-        ready = await session.ready()
-        handshakes = sorted(int(ms * 1e6) for ms in opened.handshake_ms)
-        return {
-            "sockets": sizes.connect_sockets,
-            "concurrency": sizes.concurrency,
-            "connects_per_s": len(opened.sockets) / opened.seconds,
-            "handshake": _latency_ms(handshakes),
-            "listen_overflows": overflows,
-            "all_receiving_after_s": opened.seconds + ready,
-            "cpu_percent": cpu,
-            "others_cpu_before": others,
-            "redis_connections": bench.redis_connections(),
-            **session.health(),
-        }
-
-
 async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[str, Any]:
     sizes = bench.sizes
     async with _Session(bench) as session:
@@ -373,7 +366,7 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
             began = time.monotonic_ns()
             session.publisher.write(
                 b"".join(
-                    Publisher.command(CHANNEL, make_payload(first + i, sizes.payload))
+                    session.publisher.command(CHANNEL, make_payload(first + i, sizes.payload))
                     for i in range(messages)
                 )
             )
@@ -479,14 +472,18 @@ async def idle(bench: Bench) -> dict[str, Any]:
             "sockets": sockets,
             "rss_kb_before": before,
             "rss_kb_after": after,
-            "kb_per_socket": (after["server"] - before["server"]) / max(1, sockets),
+            "kb_per_socket": sum(after[r] - before.get(r, after[r]) for r in after if _serving(r))
+            / max(1, sockets),
             "redis_connections": bench.redis_connections(),
             **session.health(),
         }
 
 
+def _serving(role: str) -> bool:
+    return role == "server" or role.startswith("worker")
+
+
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
-    "connect": connect,
     "burst1k": burst1k,
     "burst5k": burst5k,
     "steady": steady,

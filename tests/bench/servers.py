@@ -7,25 +7,33 @@
 ``groups-pubsub``  the same on ``RedisPubSubChannelLayer``
 ``floor``          hand-rolled asyncio websocket server, one subscription (``floor.py``)
 ``floor-unbatched``  the same, one write per message and socket
+``nchan``          nginx + nchan (C), memory store, one worker (``nchan.py``)
+``nchan-redis``    the same with the Redis store
 =================  ==========================================================
 
 Every server serves ``/ws/<facility>?subscribe-broadcast`` and delivers
-``PUBLISH _broadcast_:<facility>``.
+``PUBLISH _broadcast_:<facility>`` (nchan: ``POST /pub/_broadcast_:<facility>``).
+The product and nchan also serve sockets with an identity (``user_path``):
+the product a logged-in user's channel, nchan the session cookie's.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from testproject.redis_server import free_port
 from tests.servers import ROOT, wait_for_port
+
+from . import nchan
 
 __all__ = ["SERVERS", "Running", "ServerSpec"]
 
@@ -43,22 +51,70 @@ class Running:
     processes: dict[str, subprocess.Popen[bytes]]
     logs: dict[str, Path]
     stopped: dict[str, int | None] = field(default_factory=dict)
+    spec: ServerSpec | None = None
+    redis_url: str = ""
+    db_path: str = ""
+    scratch: Path | None = None
 
     @property
     def server_pid(self) -> int:
-        return self.processes["server"].pid
+        return self.pids()["server"]
 
     def pids(self) -> dict[str, int]:
-        return {role: p.pid for role, p in self.processes.items()}
+        """The processes to measure: for nginx its worker, not the idle master."""
+        out = {role: p.pid for role, p in self.processes.items()}
+        if self.spec is not None and self.spec.measure_children:
+            workers = _children(out["server"])
+            if workers:
+                out["server"] = workers[0]
+                out.update({f"worker{n + 2}": pid for n, pid in enumerate(workers[1:])})
+        return out
+
+    def restart(self) -> tuple[float, float]:
+        """Stop the server process (its sockets drop) and start it again on the same port.
+
+        Returns (seconds the old process took to exit, seconds until the new one listens).
+        """
+        assert self.spec is not None
+        process = self.processes["server"]
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        stopped = time.monotonic()
+        command = self.spec.commands(self.port, self.redis_url, self._scratch)["server"]
+        with open(self.logs["server"], "ab") as log:
+            self.processes["server"] = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.spec.environment(self),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for_port(self.port, timeout=30.0, process=self.processes["server"])
+        return stopped - began, time.monotonic() - stopped
+
+    def _scratch(self) -> Path:
+        if self.scratch is None:
+            self.scratch = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        return self.scratch
 
     def exited(self) -> dict[str, int]:
         """Processes that are no longer running, with their exit codes."""
         return {role: p.returncode for role, p in self.processes.items() if p.poll() is not None}
 
-    def log_tail(self, lines: int = 15) -> dict[str, str]:
+    def log_tail(self, lines: int = 40) -> dict[str, str]:
         out = {}
         for role, path in self.logs.items():
-            text = path.read_text(errors="replace").splitlines()
+            # Without daphne's access log lines ("WSCONNECT /ws/..."): they say nothing.
+            text = [
+                line
+                for line in path.read_text(errors="replace").splitlines()
+                if '"WS' not in line and '"GET ' not in line
+            ]
             out[role] = "\n".join(text[-lines:])
         return out
 
@@ -75,31 +131,54 @@ class Running:
             self.stopped[role] = process.returncode
         for path in self.logs.values():
             path.unlink(missing_ok=True)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
 
 
 @dataclass(frozen=True)
 class ServerSpec:
     name: str
     description: str
-    # role -> command, given (port, redis url); "server" listens on the port.
-    commands: Callable[[int, str], dict[str, list[str]]]
+    # role -> command, given (port, redis url, a scratch folder); "server" listens on the port.
+    commands: Callable[[int, str, Callable[[], Path]], dict[str, list[str]]]
     env: dict[str, str] = field(default_factory=dict)
+    # How clients publish: "redis" (PUBLISH) or "http" (POST /pub/<channel>).
+    publish: str = "redis"
+    # Path of sockets with an identity, and which of it names their own channel.
+    user_path: str | None = None
+    own_channel: str = "user"
+    measure_children: bool = False
+    # Returns "" when the server can run here, else a note why its row is skipped.
+    available: Callable[[], str] = lambda: ""
 
-    def start(self, redis_url: str, db_path: str) -> Running:
-        port = free_port()
+    def environment(self, running: Running) -> dict[str, str]:
         env = {
             **os.environ,
-            "REDIS_URL": redis_url,
-            "TESTPROJECT_DB": db_path,
+            "REDIS_URL": running.redis_url,
+            "TESTPROJECT_DB": running.db_path,
             "PYTHONUNBUFFERED": "1",
             **self.env,
         }
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        return env
+
+    def start(self, redis_url: str, db_path: str) -> Running:
+        port = free_port()
         processes: dict[str, subprocess.Popen[bytes]] = {}
         logs: dict[str, Path] = {}
-        running = Running(self.name, port, processes, logs)
+        running = Running(self.name, port, processes, logs, spec=self)
+        running.redis_url, running.db_path = redis_url, db_path
+        env = self.environment(running)
         try:
-            for role, command in self.commands(port, redis_url).items():
+            for role, command in self.commands(port, redis_url, running._scratch).items():
                 fd, name = tempfile.mkstemp(prefix=f"bench-{self.name}-{role}-", suffix=".log")
                 logs[role] = Path(name)
                 with os.fdopen(fd, "wb") as log:
@@ -139,6 +218,15 @@ def _floor(port: int, redis_url: str) -> list[str]:
     return [sys.executable, "-m", "tests.bench.floor", "--port", str(port), "--redis", redis_url]
 
 
+def _nginx(redis: bool) -> Callable[[int, str, Callable[[], Path]], dict[str, list[str]]]:
+    def commands(port: int, redis_url: str, scratch: Callable[[], Path]) -> dict[str, list[str]]:
+        directory = scratch()
+        path = nchan.config(directory, port, redis_url if redis else None, daphne_backlog or 511)
+        return {"server": [nchan.NGINX, "-p", str(directory), "-c", str(path)]}
+
+    return commands
+
+
 _BRIDGE = [sys.executable, "-m", "tests.bench.group_bridge"]
 _REFERENCE_ENV = {"DJANGO_SETTINGS_MODULE": "tests.bench.reference_settings"}
 
@@ -148,7 +236,7 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec(
             "product",
             "ws4redis_channels under daphne (testproject.asgi)",
-            lambda port, url: {"server": _product(port, url)},
+            lambda port, url, _: {"server": _product(port, url)},
             {
                 "DJANGO_SETTINGS_MODULE": "testproject.settings",
                 "DJANGO_DEBUG": "0",
@@ -157,35 +245,56 @@ SERVERS: dict[str, ServerSpec] = {
                 "WS4REDIS_MAX_BUFFER_SIZE": MAX_BUFFER,
                 "WS4REDIS_LOG_LEVEL": "WARNING",
             },
+            user_path="/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session",
         ),
         ServerSpec(
             "naive",
             "a Redis subscription per socket, under daphne",
-            lambda port, url: {"server": _reference(port, url)},
+            lambda port, url, _: {"server": _reference(port, url)},
             {**_REFERENCE_ENV, "BENCH_REFERENCE": "naive"},
         ),
         ServerSpec(
             "groups-core",
             "Channels groups, RedisChannelLayer, one group_send bridge process",
-            lambda port, url: {"server": _reference(port, url), "bridge": _BRIDGE},
+            lambda port, url, _: {"server": _reference(port, url), "bridge": _BRIDGE},
             {**_REFERENCE_ENV, "BENCH_REFERENCE": "groups", "BENCH_LAYER": "core"},
         ),
         ServerSpec(
             "groups-pubsub",
             "Channels groups, RedisPubSubChannelLayer, one group_send bridge process",
-            lambda port, url: {"server": _reference(port, url), "bridge": _BRIDGE},
+            lambda port, url, _: {"server": _reference(port, url), "bridge": _BRIDGE},
             {**_REFERENCE_ENV, "BENCH_REFERENCE": "groups", "BENCH_LAYER": "pubsub"},
         ),
         ServerSpec(
             "floor",
             "hand-rolled asyncio websocket server, one subscription, frames of one Redis "
             "read joined per socket (uvloop if installed)",
-            lambda port, url: {"server": _floor(port, url)},
+            lambda port, url, _: {"server": _floor(port, url)},
         ),
         ServerSpec(
             "floor-unbatched",
             "the floor with one write per message and socket",
-            lambda port, url: {"server": [*_floor(port, url), "--unbatched"]},
+            lambda port, url, _: {"server": [*_floor(port, url), "--unbatched"]},
+        ),
+        ServerSpec(
+            "nchan",
+            "nginx + nchan (C), memory store, one worker; publishing by HTTP POST",
+            _nginx(redis=False),
+            publish="http",
+            user_path="/wsu/bench",
+            own_channel="session",
+            measure_children=True,
+            available=nchan.ensure_installed,
+        ),
+        ServerSpec(
+            "nchan-redis",
+            "nginx + nchan (C), Redis store (nchan_redis_url), one worker; HTTP POST",
+            _nginx(redis=True),
+            publish="http",
+            user_path="/wsu/bench",
+            own_channel="session",
+            measure_children=True,
+            available=nchan.ensure_installed,
         ),
     ]
 }

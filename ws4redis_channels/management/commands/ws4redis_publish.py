@@ -44,6 +44,12 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help="seconds to store it; 0: live only",
         )
+        parser.add_argument(
+            "--message-id",
+            default=None,
+            metavar="ID",
+            help="publish at most once with this id (within the history window): safe to retry",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         message: str | bytes = options["message"]
@@ -62,9 +68,19 @@ class Command(BaseCommand):
             raise CommandError("--expire must be 0 or more seconds")
         try:
             names = channels(options["facility"], **audiences)
-            receivers = publish(options["facility"], message, expire=options["expire"], **audiences)
+            result = publish(
+                options["facility"],
+                message,
+                expire=options["expire"],
+                message_id=options["message_id"],
+                **audiences,
+            )
         except (InvalidName, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         except RedisError as exc:
             raise CommandError(f"{exc}; check WS4REDIS_CONNECTION and that Redis runs") from exc
-        self.stdout.write(f"Published on {', '.join(names)} ({receivers} subscribing processes)")
+        where = ", ".join(f"{name} at {result.positions[name]}" for name in names)
+        if result.duplicate:
+            self.stdout.write(f"Already published as {options['message_id']!r}: {where}")
+            return
+        self.stdout.write(f"Published on {where} ({int(result)} subscribing processes)")
