@@ -504,3 +504,29 @@ async def test_a_sockets_frames_reach_sockets_of_another_process_but_not_itself(
     assert await recv(sender) == "next"
     for ws in (sender, here, there):
         await ws.close()
+
+
+async def test_positions_on_a_cluster_resume_exactly(
+    cluster: RedisCluster, daphne_factory: Any
+) -> None:
+    from tests.test_positions import parse, state
+
+    server = daphne_factory({"REDIS_URL": cluster.url})
+    facilities = spread_facilities(3)
+    with override_settings(WS4REDIS_CONNECTION=cluster.url):
+        for facility in facilities:
+            url = f"/ws/{facility}?subscribe-broadcast&positions"
+            ws = await connect(server, url)
+            assert state(await recv(ws))["broadcast"][1] == "new"
+            publish(facility, "seen", broadcast=True)
+            _, seen, payload = parse(await recv(ws))
+            assert payload == "seen"
+            await ws.close()
+            for i in range(3):
+                publish(facility, f"missed {i}", broadcast=True)
+            ws = await connect(server, f"{url}&since=broadcast:{seen}")
+            assert state(await recv(ws))["broadcast"][1] == "recovered"
+            assert [parse(await recv(ws))[2] for _ in range(3)] == [f"missed {i}" for i in range(3)]
+            publish(facility, "live", broadcast=True)
+            assert parse(await recv(ws))[2] == "live"
+            await ws.close()
