@@ -15,9 +15,15 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# From the environment: DJANGO_SECRET_KEY, DJANGO_DEBUG (1 or 0) and
+# DJANGO_ALLOWED_HOSTS (comma-separated, e.g. for HOST=0.0.0.0 in `make run`).
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "testproject-insecure-key-for-the-demo-only")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+    if host.strip()
+]
 
 INSTALLED_APPS = [
     "daphne",
@@ -122,6 +128,8 @@ if "WS4REDIS_CLUSTER_PLAIN_PUBLISH" in os.environ:
     WS4REDIS_CLUSTER_PLAIN_PUBLISH = os.environ["WS4REDIS_CLUSTER_PLAIN_PUBLISH"] == "1"
 if "WS4REDIS_PUBLISH_RATE" in os.environ:
     WS4REDIS_PUBLISH_RATE = float(os.environ["WS4REDIS_PUBLISH_RATE"])
+if "WS4REDIS_METRICS" in os.environ:
+    WS4REDIS_METRICS = os.environ["WS4REDIS_METRICS"] == "1"
 
 # daphne configures the root handler; this only sets how much the app says.
 LOGGING = {

@@ -122,7 +122,9 @@ def test_every_system_check_id_is_documented():
     assert "ws4redis_channels.W030" in text
 
 
-@pytest.mark.parametrize("name", ["ws4redis_publish", "ws4redis_load_function", "ws4redis_naming"])
+@pytest.mark.parametrize(
+    "name", ["ws4redis_publish", "ws4redis_load_function", "ws4redis_naming", "ws4redis_status"]
+)
 def test_every_option_of_the_management_commands_is_documented(name):
     from django.core.management import load_command_class
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -39,6 +40,8 @@ from .echoes import Echoes
 from .exceptions import RedisError, RedisUnavailable
 from .fence import fence
 from .frames import Batch, Outbound, make_message
+from .health import RedisHealth
+from .metrics import recorder
 from .outage import Outage
 from .positions import Position, message_frame, position_channel
 from .replay import Held, Joiner
@@ -147,6 +150,12 @@ class Bridge:
         self._on_watch: Callable[[str, bool], None] | None = None
         # Whatever feeds this bridge besides Redis (the channel layer relay).
         self.relay: Any = None
+        # The runtime's status report to Redis (registry.Heartbeat).
+        self.heartbeat: Any = None
+        self._metrics = recorder()
+        self.health = RedisHealth(target.describe(), self._metrics)
+        self._subscribed = 0  # channels with ch.requested, for the metrics
+        self._timing = False  # a fan-out's duration is being measured
         self._loop = asyncio.get_running_loop()
         self._channels: dict[bytes, ChannelState] = {}
         self._companions: dict[bytes, ChannelState] = {}
@@ -233,7 +242,9 @@ class Bridge:
         Redis is known to be down or does not answer within the timeout.
         """
         if self._outage.ongoing:
-            raise RedisUnavailable(f"Redis at {self.target.describe()} is unreachable")
+            raise RedisUnavailable(
+                self.health.trouble or f"Redis at {self.target.describe()} is unreachable"
+            )
         self._members[sink] = None
         if labels is not None:
             self._positioned.add(sink)
@@ -262,6 +273,8 @@ class Bridge:
         except BaseException as exc:
             future.cancel()
             self.leave(sink, channels)
+            if isinstance(exc, RedisUnavailable):
+                raise  # it says why (a wrong password is not a timeout)
             if isinstance(exc, (asyncio.TimeoutError, RedisError, OSError)):
                 raise RedisUnavailable(
                     f"Redis at {self.target.describe()} did not answer in time: {exc!r}"
@@ -358,6 +371,8 @@ class Bridge:
             self._on_watch(ch.key.decode(), False)
         if ch.requested:
             ch.requested = False
+            self._subscribed -= 1
+            self._metrics.subscriptions(self._subscribed)
             self.subscriber.write(encode_command(self._UNSUBSCRIBE, ch.key, ch.companion))
         if ch.pending_subs == 0:
             self._forget(ch)
@@ -376,11 +391,14 @@ class Bridge:
         for start in range(0, len(channels), SUBSCRIBE_CHUNK):
             chunk = channels[start : start + SUBSCRIBE_CHUNK]
             for ch in chunk:
+                if not ch.requested:
+                    self._subscribed += 1
                 ch.requested = True
                 ch.pending_subs += 1
             # A channel and its positions in one command: subscribed together.
             keys = [key for ch in chunk for key in (ch.key, ch.companion)]
             self.subscriber.write(encode_command(self._SUBSCRIBE, *keys))
+        self._metrics.subscriptions(self._subscribed)
 
     # -- reading ------------------------------------------------------------
 
@@ -476,6 +494,8 @@ class Bridge:
             held.extend(zip(payloads, positions, strict=True))
         if not ch.sinks and not ch.psinks:
             return
+        timed = self._metrics.enabled and not self._timing
+        start = time.perf_counter() if timed else 0.0
         ch.last = payloads[-1]
         for position in reversed(positions):
             if position is not None:
@@ -485,24 +505,38 @@ class Bridge:
             # Some sender must not get its own publication back: message by message.
             for i, payload in enumerate(payloads):
                 skip: Any = ch.echoes.take(payload)
+                sent = 0
                 if ch.sinks:
                     message = messages[i] if messages is not None else make_message(payload)
-                    self._deliver(ch.sinks, ch, Batch([message]), skip)
+                    sent += self._deliver(ch.sinks, ch, Batch([message]), skip)
                 if ch.psinks:
                     framed = make_message(message_frame(ch.label, positions[i], payload))
-                    self._deliver(ch.psinks, ch, Batch([framed]), skip)
-            return
-        if ch.sinks:
-            if messages is None:
-                messages = [make_message(payload) for payload in payloads]
-            self._deliver(ch.sinks, ch, Batch(messages), None)
-        if ch.psinks:
-            label = ch.label
-            framed_messages = [
-                make_message(message_frame(label, position, payload))
-                for payload, position in zip(payloads, positions, strict=True)
-            ]
-            self._deliver(ch.psinks, ch, Batch(framed_messages), None)
+                    sent += self._deliver(ch.psinks, ch, Batch([framed]), skip)
+                self._metrics.delivered(sent, sent * len(payload))
+        else:
+            sent = 0
+            if ch.sinks:
+                if messages is None:
+                    messages = [make_message(payload) for payload in payloads]
+                sent += self._deliver(ch.sinks, ch, Batch(messages), None)
+            if ch.psinks:
+                label = ch.label
+                framed_messages = [
+                    make_message(message_frame(label, position, payload))
+                    for payload, position in zip(payloads, positions, strict=True)
+                ]
+                sent += self._deliver(ch.psinks, ch, Batch(framed_messages), None)
+            # Counted per fan-out, not per socket: the metrics stay off the hot loop.
+            self._metrics.delivered(sent * len(payloads), sent * sum(map(len, payloads)))
+        if timed:
+            # The outlets' flush was queued during the delivery: this callback runs
+            # after the frames of this read went out to every socket.
+            self._timing = True
+            self._loop.call_soon(self._fanout_done, start)
+
+    def _fanout_done(self, start: float) -> None:
+        self._timing = False
+        self._metrics.fanout_took_since(start)
 
     def _deliver(
         self,
@@ -510,15 +544,18 @@ class Bridge:
         ch: ChannelState,
         batch: Batch,
         skip: Sink | None,
-    ) -> None:
+    ) -> int:
+        """Hand ``batch`` to every sink in ``sinks`` but ``skip``; return how many got it."""
         # One list per fan-out (a sink may leave while we deliver), and no
         # other allocation per socket: a fan-out to thousands stays cheap.
-        for deliver in list(sinks.values()):
+        delivers = list(sinks.values())
+        for deliver in delivers:
             if skip is None or deliver.__self__ is not skip:  # type: ignore[attr-defined]
                 try:
                     deliver(batch)
                 except Exception:
                     logger.exception("Delivering messages on %r failed", ch.key)
+        return len(delivers) - (1 if skip is not None and skip in sinks else 0)
 
     # -- connection management ----------------------------------------------
 
@@ -526,6 +563,14 @@ class Bridge:
         reconnected = self._ever_connected
         self._ever_connected = self._up = True
         self._outage.end(len(self._channels))
+        self.health.up()
+        drops = self._loop.create_task(
+            self.health.check_output_buffer_drop(async_client(self.target))
+        )
+        self._background.add(drops)
+        drops.add_done_callback(self._background.discard)
+        if self.heartbeat is not None:
+            self.heartbeat.refresh_soon()
         # Other languages publish with persistence through this function; it
         # is gone after a restart of a Redis that keeps nothing on disk.
         task = self._loop.create_task(store.aload_function(async_client(self.target)))
@@ -568,7 +613,10 @@ class Bridge:
 
     def _on_down(self, reason: str) -> None:
         was_up, self._up = self._up, False
-        error = RedisUnavailable(f"Redis at {self.target.describe()}: {reason}")
+        sentence = self.health.down(reason, self.subscriber.last_error)
+        error = RedisUnavailable(sentence)
+        self._subscribed = 0
+        self._metrics.subscriptions(0)
         for ch in list(self._channels.values()):
             ch.requested = False
             ch.pending_subs = 0
@@ -582,7 +630,7 @@ class Bridge:
                 self._forget(ch)
         self._joiner.fail(error)
         if not self._closed:
-            self._outage.begin(reason, was_up=was_up)
+            self._outage.begin(sentence, was_up=was_up)
 
     def _give_up(self) -> None:
         for sink in self.members():

@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_SUBPROTOCOLS": None,
     "WS4REDIS_HISTORY_SIZE": 0,
     "WS4REDIS_HISTORY_TTL": 300,
+    "WS4REDIS_METRICS": True,
+    "WS4REDIS_STATUS_INTERVAL": 5.0,
     "WS4REDIS_CLUSTER_PLAIN_PUBLISH": False,
 }
 
@@ -260,6 +262,17 @@ class Settings:
                 f"WS4REDIS_DIRECT_WRITES must be True or False, got {value!r}"
             )
         return value
+
+    @property
+    def WS4REDIS_METRICS(self) -> bool:
+        value = _get("WS4REDIS_METRICS")
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(f"WS4REDIS_METRICS must be True or False, got {value!r}")
+        return value
+
+    @property
+    def WS4REDIS_STATUS_INTERVAL(self) -> float:
+        return float(_number("WS4REDIS_STATUS_INTERVAL"))
 
     @property
     def WS4REDIS_CLUSTER_PLAIN_PUBLISH(self) -> bool:

@@ -24,6 +24,7 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied, Suspi
 from .accelerator import (
     CloseGate,
     bound_fragmented_messages,
+    close_with_reason,
     daphne_protocol,
     pause_reading,
     raw_send,
@@ -43,9 +44,11 @@ from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
 from .exceptions import InvalidName, RedisError, RedisUnavailable
+from .frames import Batch, make_message
 from .intake import current_intake
 from .limits import PublishLimits, identity_key, process_limits
 from .logs import describe_socket, escaped
+from .metrics import recorder
 from .names import Audience, Target, channel_for, validate_facility
 from .outlet import Outlet
 from .positions import Position, channel_label, parse_since, wants_positions
@@ -110,6 +113,12 @@ class _LeanConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     def cleanup(self) -> None:
         """Release what the socket holds; called once the consumer ends, however it ends."""
 
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        # daphne drops the reason of an ASGI close: send the close frame ourselves.
+        if type(code) is int and reason and close_with_reason(self.base_send, code, reason):
+            return
+        await super().close(code=code, reason=reason)
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, message["type"].replace(".", "_"), None)
         if handler is None:
@@ -139,6 +148,7 @@ class WebsocketConsumer(_LeanConsumer):
         # Whom the publish limits count this socket's frames against (limits.py).
         self._publisher = ""
         self._protocol: Any = None  # daphne's, when there is one (accelerator.py)
+        self._open = False  # counted in the open sockets gauge
 
     # -- handshake ----------------------------------------------------------
 
@@ -149,10 +159,12 @@ class WebsocketConsumer(_LeanConsumer):
             logger.warning(
                 "Refused websocket %s with 403: %s", self._where(), escaped(exc or "denied", 500)
             )
+            recorder().handshake(403)
             await self.close()  # before accept: daphne answers 403
             return
         except ImproperlyConfigured as exc:
             logger.error("Refused websocket %s with 403: %s", self._where(), escaped(exc, 500))
+            recorder().handshake(403)
             await self.close()
             return
         except _Refusal as refusal:
@@ -249,6 +261,10 @@ class WebsocketConsumer(_LeanConsumer):
         await self.accept(_subprotocol(self.scope))
         self._accepted = True
         self._outlet.release()
+        metrics = recorder()
+        metrics.handshake(None)
+        metrics.socket_opened()
+        self._open = True
         # Frames sent before the client's close are published before it is answered.
         self._close_gate = CloseGate.install(self.base_send)
         # A message in 1-byte fragments must not cost 40 bytes of memory per byte.
@@ -319,6 +335,7 @@ class WebsocketConsumer(_LeanConsumer):
         if self._closing:
             return
         self._closing = True
+        recorder().handshake(int(code))
         self._leave()
         if not self._accepted:
             self._accepted = True
@@ -338,7 +355,7 @@ class WebsocketConsumer(_LeanConsumer):
         if text is not None:
             heartbeat = conf.WS4REDIS_HEARTBEAT
             if heartbeat is not None and text == heartbeat:
-                await self.base_send({"type": "websocket.send", "text": heartbeat})
+                await self._answer_heartbeat(heartbeat)
                 return
             payload = text.encode("utf-8")
         else:
@@ -384,8 +401,26 @@ class WebsocketConsumer(_LeanConsumer):
                 expire,
                 echo=self.echo,
             )
+            recorder().published(len(self.publish_channels), "socket")
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             await self._close_with(CloseCode.REDIS_UNAVAILABLE, f"publishing failed: {exc!r}")
+
+    async def _answer_heartbeat(self, heartbeat: str) -> None:
+        # Through the outlet: the reply counts against the outbound bound (a
+        # flood from a client that never reads ends with 4507), and like any
+        # frame against the rate limit.
+        # A socket that may not publish has no identity key: it is limited on its own.
+        who = self._publisher or f"socket:{id(self)}"
+        refused = process_limits().check(who, len(heartbeat), _publish_limits(0))
+        if refused is not None:
+            await self._close_with(CloseCode.RATE_LIMITED, f"heartbeats: {refused}")
+            return
+        if self._outlet is not None:
+            try:
+                self._outlet.deliver(Batch([make_message(heartbeat.encode("utf-8"))]))
+            except Exception as exc:
+                # The client closed right after its heartbeat: nothing is wrong.
+                logger.debug("Heartbeat reply to %s not sent: %r", self._where(), exc)
 
     # -- closing ------------------------------------------------------------
 
@@ -397,6 +432,7 @@ class WebsocketConsumer(_LeanConsumer):
         )
         self._closing = True
         self._leave()
+        recorder().closed(int(code))
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -416,6 +452,9 @@ class WebsocketConsumer(_LeanConsumer):
             self._close_gate = None
 
     def _leave(self) -> None:
+        if self._open:
+            self._open = False
+            recorder().socket_closed()
         if self._bridge is not None and self._outlet is not None:
             self._bridge.leave(self._outlet, self.subscribe_channels)
             self._outlet.stop()
@@ -460,6 +499,7 @@ class NoRouteConsumer(_LeanConsumer):
             "Closing websocket %s with 4404: no websocket endpoint at this path",
             describe_socket(self.scope),
         )
+        recorder().handshake(int(CloseCode.NOT_FOUND))
         await self.accept(_subprotocol(self.scope))
         await self.close(code=int(CloseCode.NOT_FOUND), reason=CLOSE_REASONS[CloseCode.NOT_FOUND])
 

@@ -32,6 +32,7 @@ from .conf import conf
 from .connection import RedisTarget, async_client, parse_target, sync_client
 from .exceptions import IdentityRequired
 from .fence import fence
+from .metrics import recorder
 from .names import Audience, Target, channel_for, channels_for
 
 __all__ = [
@@ -126,7 +127,7 @@ def publish(
     """
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
     target = parse_target(conf.WS4REDIS_CONNECTION)
-    return store.publish(
+    result = store.publish(
         sync_client(target),
         names,
         _payload(message),
@@ -134,6 +135,8 @@ def publish(
         message_id=message_id,
         **_fenced(target),
     )
+    recorder().published(len(names))
+    return result
 
 
 async def apublish(
@@ -150,7 +153,7 @@ async def apublish(
     """Asynchronous :func:`publish`."""
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
     target = parse_target(conf.WS4REDIS_CONNECTION)
-    return await store.apublish(
+    result = await store.apublish(
         async_client(target),
         names,
         _payload(message),
@@ -158,6 +161,8 @@ async def apublish(
         message_id=message_id,
         **_fenced(target),
     )
+    recorder().published(len(names))
+    return result
 
 
 def _fenced(target: RedisTarget) -> dict[str, Any]:

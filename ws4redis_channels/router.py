@@ -31,6 +31,8 @@ from . import store
 from .bridge import Sink
 from .connection import RedisTarget, async_client, ssl_context
 from .exceptions import RedisError, RedisUnavailable
+from .health import RedisHealth
+from .metrics import recorder
 from .positions import Position
 from .resp import Parser, ReplyError, Value, encode_command
 from .shard import PlainListener, ShardBridge
@@ -130,6 +132,9 @@ class ClusterBridge:
         self.connect_timeout = connect_timeout
         self.outage_timeout = outage_timeout
         self.relay: Any = None
+        # The status report (runtime.py); the health of the shards is ``health``.
+        self.heartbeat: Any = None
+        self._idle_health = RedisHealth(target.describe(), recorder())
         self._loop = asyncio.get_running_loop()
         self._on_watch: Callable[[str, bool], None] | None = None
         self._shards: dict[Node, ShardBridge] = {}
@@ -146,6 +151,15 @@ class ClusterBridge:
     @property
     def connected(self) -> bool:
         return bool(self._shards) and all(b.connected for b in self._shards.values())
+
+    @property
+    def health(self) -> RedisHealth:
+        """The health of a shard in trouble, if one is, else of any shard."""
+        shards = list(self._shards.values())
+        for bridge in shards:
+            if bridge.health.trouble is not None:
+                return bridge.health
+        return shards[0].health if shards else self._idle_health
 
     def set_watcher(self, on_watch: Callable[[str, bool], None] | None) -> None:
         """Call ``on_watch(channel, on)`` when a channel gains its first or loses its last

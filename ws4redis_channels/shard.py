@@ -273,5 +273,7 @@ class PlainListener(ShardBridge):
 class _LiveJoiner(Joiner):
     """Joins that read nothing: the sockets' shard bridges deliver what is stored."""
 
-    async def _read(self, reads: list[tuple[bytes, Position | None]]) -> list[Replay]:
-        return [Replay(None, None, Position(0, 0), "new", []) for _ in reads]
+    async def _read(
+        self, wanted: list[tuple[bytes, Position | None]]
+    ) -> dict[tuple[bytes, Position | None], Replay]:
+        return {pair: Replay(None, None, Position(0, 0), "new", []) for pair in wanted}

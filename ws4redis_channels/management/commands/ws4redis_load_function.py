@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...conf import conf
 from ...connection import parse_target, sync_client
-from ...exceptions import RedisError
+from ...diagnostics import explain_redis_error, redis_errors
 from ...store import FUNCTION_NAME, configured, function_library, load_function
 
 
@@ -32,8 +32,8 @@ class Command(BaseCommand):
         target = parse_target(conf.WS4REDIS_CONNECTION)
         try:
             loaded = load_function(sync_client(target))
-        except RedisError as exc:
-            raise CommandError(f"{exc}; check WS4REDIS_CONNECTION and that Redis runs") from exc
+        except redis_errors() as exc:
+            raise CommandError(explain_redis_error(exc, target.describe())) from None
         if not loaded:
             raise CommandError(f"Redis at {target.describe()} cannot load functions (Redis 7+)")
         self.stdout.write(f"Loaded the function {FUNCTION_NAME} into Redis at {target.describe()}")

@@ -7,7 +7,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...exceptions import InvalidName, RedisError
+from ...conf import conf
+from ...connection import parse_target
+from ...diagnostics import explain_redis_error, redis_errors
+from ...exceptions import InvalidName
+from ...metrics import publishing_as
 from ...publisher import channels, publish
 
 
@@ -68,17 +72,19 @@ class Command(BaseCommand):
             raise CommandError("--expire must be 0 or more seconds")
         try:
             names = channels(options["facility"], **audiences)
-            result = publish(
-                options["facility"],
-                message,
-                expire=options["expire"],
-                message_id=options["message_id"],
-                **audiences,
-            )
+            with publishing_as("command"):
+                result = publish(
+                    options["facility"],
+                    message,
+                    expire=options["expire"],
+                    message_id=options["message_id"],
+                    **audiences,
+                )
         except (InvalidName, ValueError) as exc:
-            raise CommandError(str(exc)) from exc
-        except RedisError as exc:
-            raise CommandError(f"{exc}; check WS4REDIS_CONNECTION and that Redis runs") from exc
+            raise CommandError(str(exc)) from None
+        except redis_errors() as exc:
+            where = parse_target(conf.WS4REDIS_CONNECTION).describe()
+            raise CommandError(explain_redis_error(exc, where)) from None
         where = ", ".join(f"{name} at {result.positions[name]}" for name in names)
         if result.duplicate:
             self.stdout.write(f"Already published as {options['message_id']!r}: {where}")
