@@ -155,8 +155,8 @@ async def test_spublish_cli_api_and_function_reach_every_socket_once_in_order(
         assert sorted(bridge_connections(cluster, pid).values()) == [0, 0, 0, 1, 1, 1]
         connections = redis_connections(pid, cluster.ports)
         # The subscribers, and the command client's connections (a few per
-        # primary: joins' GETs, the function, the sockets' publications).
-        assert 3 <= connections <= 3 + 3 * 3, connections
+        # primary: joins' reads, the function, publications, the status report).
+        assert 3 <= connections <= 3 + 4 * 3, connections
         print(f"Redis connections of process {pid}: {connections}")
     for _, ws in sockets:
         await ws.close()
