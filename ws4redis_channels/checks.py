@@ -50,7 +50,12 @@ SETTING_IDS = {
 BYTES_BURST_BELOW_MESSAGE_SIZE = "ws4redis_channels.E022"
 
 
-@checks.register()
+#: The tag of every check here: ``manage.py check --tag ws4redis_channels``.
+TAG = "ws4redis_channels"
+ACCELERATION_UNTESTED = "ws4redis_channels.W040"
+
+
+@checks.register(TAG)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report every setting of ws4redis_channels that has a wrong value."""
     messages: list[checks.CheckMessage] = []
@@ -93,7 +98,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return messages
 
 
-@checks.register(deploy=True)
+@checks.register(TAG, checks.Tags.compatibility)
+def check_accelerations(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn when a daphne/autobahn/Twisted/channels release is outside the tested range:
+    the accelerations that rely on it are off (the app works through plain ASGI)."""
+    from .accelerator import status
+
+    off = {
+        name: entry["reason"]
+        for name, entry in status().items()
+        if not entry["on"] and "outside the tested range" in entry["reason"]
+    }
+    if not off:
+        return []
+    reasons = sorted(set(off.values()))
+    return [
+        checks.Warning(
+            f"{'; '.join(reasons)}: accelerations off: {', '.join(off)}",
+            hint="Install a release in the range ws4redis_channels declares "
+            "(pyproject.toml), or accept plain ASGI speed; nothing else changes.",
+            id=ACCELERATION_UNTESTED,
+        )
+    ]
+
+
+@checks.register(TAG, deploy=True)
 def check_naming_in_redis(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """With ``check --deploy``: warn when Redis holds names of another naming or prefix.
 

@@ -131,10 +131,6 @@ def _parse_url(url: str) -> RedisTarget:
     password = unquote(parsed.password) if parsed.password else None
     db = int(query.get("db", 0))
     waits = _waits(query)
-    if parsed.scheme == "unix":
-        return RedisTarget(
-            path=unquote(parsed.path), db=db, username=username, password=password, **waits
-        )
     if parsed.scheme == "redis+sentinel":
         netloc = parsed.netloc.rpartition("@")[2]
         sentinels = []
@@ -153,15 +149,17 @@ def _parse_url(url: str) -> RedisTarget:
             sentinel_password=query.get("sentinel_password"),
             **waits,
         )
-    if parsed.scheme not in ("redis", "rediss"):
+    if parsed.scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"unsupported Redis URL scheme in {url!r}")
-    path_db = parsed.path.strip("/")
+    # redis-py's own parsing: percent-decoding, the db in the path or the query.
+    options = redis.connection.parse_url(url)
     return RedisTarget(
-        host=parsed.hostname or "localhost",
-        port=parsed.port or 6379,
-        db=int(query["db"]) if "db" in query else int(path_db or 0),
-        username=username,
-        password=password,
+        host=options.get("host") or "localhost",
+        port=int(options.get("port") or 6379),
+        path=options.get("path"),
+        db=int(options.get("db") or 0),
+        username=options.get("username") or None,
+        password=options.get("password") or None,
         ssl=parsed.scheme == "rediss",
         **waits,
     )

@@ -24,6 +24,7 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied, Suspi
 from .accelerator import (
     CloseGate,
     bound_fragmented_messages,
+    close_with_reason,
     daphne_protocol,
     pause_reading,
     raw_send,
@@ -43,6 +44,7 @@ from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
 from .exceptions import InvalidName, RedisError, RedisUnavailable
+from .frames import Batch, make_message
 from .intake import current_intake
 from .limits import PublishLimits, identity_key, process_limits
 from .logs import describe_socket, escaped
@@ -110,6 +112,12 @@ class _LeanConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     def cleanup(self) -> None:
         """Release what the socket holds; called once the consumer ends, however it ends."""
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        # daphne drops the reason of an ASGI close: send the close frame ourselves.
+        if type(code) is int and reason and close_with_reason(self.base_send, code, reason):
+            return
+        await super().close(code=code, reason=reason)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, message["type"].replace(".", "_"), None)
@@ -398,11 +406,21 @@ class WebsocketConsumer(_LeanConsumer):
             await self._close_with(CloseCode.REDIS_UNAVAILABLE, f"publishing failed: {exc!r}")
 
     async def _answer_heartbeat(self, heartbeat: str) -> None:
-        try:
-            await self.base_send({"type": "websocket.send", "text": heartbeat})
-        except Exception as exc:
-            # The client closed right after its heartbeat: nothing is wrong.
-            logger.debug("Heartbeat reply to %s not sent: %r", self._where(), exc)
+        # Through the outlet: the reply counts against the outbound bound (a
+        # flood from a client that never reads ends with 4507), and like any
+        # frame against the rate limit.
+        # A socket that may not publish has no identity key: it is limited on its own.
+        who = self._publisher or f"socket:{id(self)}"
+        refused = process_limits().check(who, len(heartbeat), _publish_limits(0))
+        if refused is not None:
+            await self._close_with(CloseCode.RATE_LIMITED, f"heartbeats: {refused}")
+            return
+        if self._outlet is not None:
+            try:
+                self._outlet.deliver(Batch([make_message(heartbeat.encode("utf-8"))]))
+            except Exception as exc:
+                # The client closed right after its heartbeat: nothing is wrong.
+                logger.debug("Heartbeat reply to %s not sent: %r", self._where(), exc)
 
     # -- closing ------------------------------------------------------------
 

@@ -210,12 +210,7 @@ class Joiner:
             try:
                 await self._confirmed(keys)
                 with redis_errors(self._target):
-                    replays = await store.aread(
-                        async_client(self._target),
-                        [key.decode() for key, _ in reads],
-                        [position for _, position in reads],
-                        self._history_ttl,
-                    )
+                    read = await self._read(reads)
                 # When the PONG is here, so is every message published before the read.
                 await self._subscriber.request("PING")
             except Exception as exc:
@@ -223,16 +218,66 @@ class Joiner:
                     if not join.future.done():
                         join.future.set_exception(RedisUnavailable(repr(exc)))
                 continue
-            read = dict(zip(reads, replays, strict=True))
             positions: dict[bytes, Position] = {}
+            # The frames of one message are made once for every socket of the batch.
+            frames: dict[tuple[bytes, Position, bool], Outbound] = {}
             for join in batch:
                 if not join.future.done():
-                    self._finish(join, read, positions)
+                    self._finish(join, read, positions, frames)
                     join.future.set_result(None)
             for key, position in positions.items():
                 ch = self._channels.get(key)
                 if ch is not None:
                     ch.position = position
+
+    async def _read(
+        self, wanted: list[tuple[bytes, Position | None]]
+    ) -> dict[tuple[bytes, Position | None], Replay]:
+        """Read what each (channel, presented position) gives; sockets resuming one
+        channel in one epoch share the read from the oldest of their positions."""
+        lowest: dict[tuple[bytes, int | None], Position | None] = {}
+        for key, since in wanted:
+            group = (key, None if since is None else since.epoch)
+            known = lowest.get(group)
+            if group not in lowest or (since is not None and known is not None and since < known):
+                lowest[group] = since
+        base_of = {
+            (key, since): (key, lowest[key, None if since is None else since.epoch])
+            for key, since in wanted
+        }
+        first = list(dict.fromkeys(base_of.values()))
+        client = async_client(self._target)
+        replays = await store.aread(
+            client, [k.decode() for k, _ in first], [p for _, p in first], self._history_ttl
+        )
+        bases = dict(zip(first, replays, strict=True))
+        result: dict[tuple[bytes, Position | None], Replay] = {}
+        again: list[tuple[bytes, Position | None]] = []
+        for pair in wanted:
+            key, since = pair
+            base_pair = base_of[pair]
+            base = bases[base_pair]
+            if since == base_pair[1]:
+                result[pair] = base
+            elif (
+                since is not None
+                and base.status == Status.RECOVERED.value
+                and since.epoch == base.position.epoch
+                and since <= base.position
+            ):
+                # A suffix of the same history.
+                entries = [entry for entry in base.entries if entry[0] > since]
+                result[pair] = Replay(
+                    base.stored, base.version, base.position, base.status, entries
+                )
+            else:
+                again.append(pair)
+        if again:
+            replays = await store.aread(
+                client, [k.decode() for k, _ in again], [p for _, p in again], self._history_ttl
+            )
+            result.update(zip(again, replays, strict=True))
+        return result
 
     async def _confirmed(self, keys: Iterable[bytes]) -> None:
         waiters = []
@@ -250,6 +295,7 @@ class Joiner:
         join: Join,
         read: dict[tuple[bytes, Position | None], Replay],
         positions: dict[bytes, Position],
+        frames: dict[tuple[bytes, Position, bool], Outbound],
     ) -> None:
         sink = join.sink
         messages: list[Outbound] = []
@@ -279,17 +325,32 @@ class Joiner:
                 positions[key] = max(newest, positions[key]) if key in positions else newest
             elif ch.position is None or newest > ch.position:
                 positions[key] = max(newest, positions.get(key, newest))
-            if join.positioned:
+            positioned = join.positioned
+            if positioned:
                 states.append((ch.label, newest, planned.status))
-                messages.extend(
-                    make_message(message_frame(ch.label, position, payload))
-                    for payload, position in planned.messages
-                )
+            for payload, position in planned.messages:
+                if position is None:
+                    messages.append(self._frame(ch, payload, None, positioned))
+                    continue
+                cached = frames.get((key, position, positioned))
+                if cached is None:
+                    cached = frames[key, position, positioned] = self._frame(
+                        ch, payload, position, positioned
+                    )
+                messages.append(cached)
+            if positioned:
                 ch.psinks[sink] = sink.deliver
             else:
-                messages.extend(make_message(payload) for payload, _ in planned.messages)
                 ch.sinks[sink] = sink.deliver
         if states:
             messages.insert(0, Outbound({"type": "websocket.send", "text": state_frame(states)}))
         if messages:
             sink.deliver(Batch(messages))
+
+    @staticmethod
+    def _frame(
+        ch: ChannelState, payload: bytes, position: Position | None, positioned: bool
+    ) -> Outbound:
+        if positioned:
+            return make_message(message_frame(ch.label, position, payload))
+        return make_message(payload)

@@ -94,13 +94,17 @@ class History:
 
 # Shared by both scripts: the channel's epoch, created or renewed as needed.
 _EPOCH = """
-local function ws4redis_epoch(channel, ttl)
+local function ws4redis_epoch(channel, ttl, writing)
   local pos_key = '{' .. channel .. '}:pos'
+  local state = redis.call('HMGET', pos_key, 'e', 'o', 'r')
+  local epoch, offset, writer = state[1], tonumber(state[2]), state[3]
+  if epoch and not writing then
+    -- A reader needs no replication check: only a write could reuse offsets.
+    return pos_key, epoch, offset or 0
+  end
   local info = redis.call('INFO', 'replication')
   local replid = string.match(info, 'master_replid:(%w+)') or ''
   local replid2 = string.match(info, 'master_replid2:(%w+)') or ''
-  local state = redis.call('HMGET', pos_key, 'e', 'o', 'r')
-  local epoch, offset, writer = state[1], tonumber(state[2]), state[3]
   -- A promoted replica (it has a previous replication id) writing a channel
   -- last written under another id: the old master may have written more
   -- that this node never got. Start a new epoch rather than reuse offsets.
@@ -148,7 +152,7 @@ local function ws4redis_publish_one(KEYS, ARGV, defaults)
     end
   end
   local keep = math.max(ttl, expire)
-  local pos_key, epoch, offset = ws4redis_epoch(channel, keep)
+  local pos_key, epoch, offset = ws4redis_epoch(channel, keep, true)
   offset = offset + 1
   local position = epoch .. ':' .. offset
   redis.call('HSET', pos_key, 'o', offset)
@@ -191,7 +195,7 @@ _READ = """
 local channel = KEYS[1]
 local since = ARGV[1] or ''
 local ttl = tonumber(ARGV[2]) or 300
-local pos_key, epoch, offset = ws4redis_epoch(channel, ttl)
+local pos_key, epoch, offset = ws4redis_epoch(channel, ttl, false)
 local stored = redis.call('GET', channel)
 local state = redis.call('HMGET', pos_key, 'sv', 'pe', 'po')
 local version = state[1]
