@@ -61,9 +61,16 @@ class Serve:
         return self.process.returncode
 
     def kill(self) -> None:
+        """Stop it (SIGTERM stops its daphne and Redis too), however the test ended."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def _answers(port: int) -> bool:
@@ -107,7 +114,7 @@ def test_make_run_starts_a_private_redis_and_removes_it_on_exit(serve: Any, sig:
 
 
 def test_make_run_with_redis_url_uses_it_with_a_demo_prefix(serve: Any) -> None:
-    with RedisServer() as redis_server:
+    with RedisServer(None, "--requirepass", "secret") as redis_server:
         url = f"redis://:secret@127.0.0.1:{redis_server.port}/3"
         server = serve(REDIS_URL=url)
         line = server.wait_for(r"Using the Redis at").string
