@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test test-asgi test-matrix test-fast test-django42 lint format bench bench-quick chaos chaos-quick docs clean
+.PHONY: install run test test-asgi test-matrix test-fast test-django42 lint format bench bench-quick bench-cluster chaos chaos-quick docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,11 @@ format: install
 bench: install
 	$(BIN)/python -m pip install -q -r tests/bench/requirements.txt
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# One Redis against a Redis Cluster of 1 and 3 shards (tests/bench/cluster.py).
+bench-cluster: install
+	$(BIN)/python -m pip install -q -r tests/bench/requirements.txt
+	$(BIN)/python -m tests.bench.cluster $(BENCH_ARGS)
 
 bench-quick: install
 	$(BIN)/python -m pip install -q -r tests/bench/requirements.txt

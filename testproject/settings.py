@@ -2,7 +2,9 @@
 
 ``REDIS_URL`` (environment, default ``redis://127.0.0.1:6379/0``) points both
 ws4redis_channels and the channel layer at Redis; a
-``redis+sentinel://host:port[,host:port]/service`` URL works for both.
+``redis+sentinel://host:port[,host:port]/service`` URL works for both; with a
+``redis+cluster://host:port[,host:port]/`` URL the demo runs on a Redis Cluster
+(sharded pub/sub) without a channel layer.
 """
 
 from __future__ import annotations
@@ -99,10 +101,16 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [_layer_host]},
     }
 }
+if REDIS_URL.startswith(("redis+cluster://", "rediss+cluster://")):
+    # channels_redis does not speak Redis Cluster: on a cluster the demo has
+    # no channel layer (group_send), only Redis pub/sub.
+    CHANNEL_LAYERS = {}
 
 # ws4redis_channels
 WEBSOCKET_URL = "/ws/"
 WS4REDIS_CONNECTION = REDIS_URL
+if not CHANNEL_LAYERS:
+    WS4REDIS_CHANNEL_LAYER = None
 WS4REDIS_EXPIRE = int(os.environ.get("WS4REDIS_EXPIRE", "3600"))
 WS4REDIS_PREFIX = os.environ.get("WS4REDIS_PREFIX", "")
 # Keep the last 100 messages of each channel: pages resume after a reconnect.
@@ -116,6 +124,8 @@ if "WS4REDIS_MAX_BUFFER_SIZE" in os.environ:
     WS4REDIS_MAX_BUFFER_SIZE = int(os.environ["WS4REDIS_MAX_BUFFER_SIZE"])
 if "WS4REDIS_DIRECT_WRITES" in os.environ:
     WS4REDIS_DIRECT_WRITES = os.environ["WS4REDIS_DIRECT_WRITES"] == "1"
+if "WS4REDIS_CLUSTER_PLAIN_PUBLISH" in os.environ:
+    WS4REDIS_CLUSTER_PLAIN_PUBLISH = os.environ["WS4REDIS_CLUSTER_PLAIN_PUBLISH"] == "1"
 if "WS4REDIS_PUBLISH_RATE" in os.environ:
     WS4REDIS_PUBLISH_RATE = float(os.environ["WS4REDIS_PUBLISH_RATE"])
 if "WS4REDIS_METRICS" in os.environ:

@@ -123,6 +123,14 @@ class ChannelState:
 class Bridge:
     """One Redis subscription per process, shared by all of its websockets."""
 
+    # Classic pub/sub; a shard bridge of a Redis Cluster (shard.py) uses the
+    # sharded names.
+    _SUBSCRIBE = "SUBSCRIBE"
+    _UNSUBSCRIBE = "UNSUBSCRIBE"
+    _MESSAGE = b"message"
+    _SUBSCRIBED = b"subscribe"
+    _UNSUBSCRIBED = b"unsubscribe"
+
     _instances: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bridge] = (
         weakref.WeakKeyDictionary()
     )
@@ -155,15 +163,9 @@ class Bridge:
         self._members: dict[Sink, None] = {}
         # The members that get positions.
         self._positioned: set[Sink] = set()
-        self.subscriber = Subscriber(
-            target,
-            on_values=self._on_values,
-            on_up=self._on_up,
-            on_down=self._on_down,
-            connect_timeout=connect_timeout,
-        )
-        self._joiner = Joiner(self._channels, self.subscriber, target, history_ttl=history_ttl)
-        self._outage = Outage(target.describe(), outage_timeout, self._give_up)
+        self.subscriber = self._make_subscriber()
+        self._joiner = self._make_joiner(history_ttl)
+        self._outage = Outage(self.subscriber.target.describe(), outage_timeout, self._give_up)
         self._closed = False
         self._ever_connected = False
         self._up = False
@@ -171,6 +173,18 @@ class Bridge:
         self.subscriber.start()
 
     # -- construction -------------------------------------------------------
+
+    def _make_subscriber(self) -> Subscriber:
+        return Subscriber(
+            self.target,
+            on_values=self._on_values,
+            on_up=self._on_up,
+            on_down=self._on_down,
+            connect_timeout=self.connect_timeout,
+        )
+
+    def _make_joiner(self, history_ttl: int) -> Joiner:
+        return Joiner(self._channels, self.subscriber, self.target, history_ttl=history_ttl)
 
     @classmethod
     def current(cls, factory: Callable[[], Bridge]) -> Bridge:
@@ -335,7 +349,7 @@ class Bridge:
         self._outage.cancel()
         self._joiner.cancel()
         subscribed = any(ch.requested for ch in self._channels.values())
-        await self.subscriber.close(encode_command("UNSUBSCRIBE") if subscribed else None)
+        await self.subscriber.close(encode_command(self._UNSUBSCRIBE) if subscribed else None)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -359,7 +373,7 @@ class Bridge:
             ch.requested = False
             self._subscribed -= 1
             self._metrics.subscriptions(self._subscribed)
-            self.subscriber.write(encode_command("UNSUBSCRIBE", ch.key, ch.companion))
+            self.subscriber.write(encode_command(self._UNSUBSCRIBE, ch.key, ch.companion))
         if ch.pending_subs == 0:
             self._forget(ch)
 
@@ -383,14 +397,17 @@ class Bridge:
                 ch.pending_subs += 1
             # A channel and its positions in one command: subscribed together.
             keys = [key for ch in chunk for key in (ch.key, ch.companion)]
-            self.subscriber.write(encode_command("SUBSCRIBE", *keys))
+            self.subscriber.write(encode_command(self._SUBSCRIBE, *keys))
         self._metrics.subscriptions(self._subscribed)
 
     # -- reading ------------------------------------------------------------
 
     def _on_push(self, value: list[Any]) -> None:
         """Handle a pub/sub frame other than a message (confirmations)."""
-        if value[0] == b"subscribe":
+        kind = value[0]
+        if kind == self._UNSUBSCRIBED:
+            self._unsubscribed(value[1])
+        elif kind == self._SUBSCRIBED:
             ch = self._channels.get(value[1])
             if ch is not None and ch.pending_subs:
                 ch.pending_subs -= 1
@@ -403,6 +420,9 @@ class Bridge:
                                 waiter.set_result(None)
                         ch.waiters.clear()
 
+    def _unsubscribed(self, key: bytes) -> None:
+        """An unsubscribe confirmation: nothing to do (a shard bridge overrides it)."""
+
     def _on_values(self, values: list[list[Any]]) -> None:
         """Handle the pub/sub frames of one read from Redis; runs of messages on
         one channel are fanned out together."""
@@ -411,8 +431,9 @@ class Bridge:
         run_positions: list[Position | None] = []
         run_ch: ChannelState | None = None
         companions = self._companions
+        message = self._MESSAGE
         for value in values:
-            if value[0] == b"message":
+            if value[0] == message:
                 key = value[1]
                 owner = companions.get(key)
                 if owner is not None:
@@ -577,13 +598,13 @@ class Bridge:
             ch.psinks.clear()
             ch.next_position = None
         for sink, keys in keys_of.items():
-            self._joiner.add(
-                sink,
-                keys,
-                catch_up=True,
-                positioned=sink in self._positioned,
-                since=since_of.get(sink),
-            )
+            self._rejoin(sink, keys, since_of.get(sink))
+
+    def _rejoin(self, sink: Sink, keys: list[bytes], since: dict[bytes, Position] | None) -> None:
+        """Catch ``sink`` up on ``keys`` (a shard bridge also retries a failed catch-up)."""
+        self._joiner.add(
+            sink, keys, catch_up=True, positioned=sink in self._positioned, since=since
+        )
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)

@@ -44,6 +44,8 @@ SETTING_IDS = {
     # in project_checks.py (E1xx/W1xx).
     "WS4REDIS_METRICS": "E050",
     "WS4REDIS_STATUS_INTERVAL": "E051",
+    # Redis Cluster settings: E060 onwards.
+    "WS4REDIS_CLUSTER_PLAIN_PUBLISH": "E060",
 }
 
 # Checks of several settings together.
@@ -66,6 +68,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 parse_target(value)
         except (ImproperlyConfigured, ValueError, TypeError) as exc:
             messages.append(checks.Error(str(exc), id=f"ws4redis_channels.{number}"))
+    messages.extend(_check_cluster())
     try:
         burst, size = conf.WS4REDIS_PUBLISH_BYTES_BURST, conf.WS4REDIS_MAX_MESSAGE_SIZE
         limited = conf.WS4REDIS_PUBLISH_BYTES_RATE > 0
@@ -151,3 +154,21 @@ def check_naming_in_redis(app_configs: Any = None, **kwargs: Any) -> list[checks
             id="ws4redis_channels.W030",
         )
     ]
+
+
+def _check_cluster() -> list[checks.CheckMessage]:
+    try:
+        cluster = parse_target(conf.WS4REDIS_CONNECTION).cluster
+        plain = conf.WS4REDIS_CLUSTER_PLAIN_PUBLISH
+    except (ImproperlyConfigured, ValueError, TypeError):
+        return []  # reported above
+    if plain and not cluster:
+        return [
+            checks.Warning(
+                "WS4REDIS_CLUSTER_PLAIN_PUBLISH is True, but WS4REDIS_CONNECTION is not a "
+                "Redis Cluster: it has no effect (a single Redis always delivers PUBLISH)",
+                hint="Remove the setting, or name the cluster with redis+cluster://host:port/.",
+                id="ws4redis_channels.W060",
+            )
+        ]
+    return []

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_HISTORY_TTL": 300,
     "WS4REDIS_METRICS": True,
     "WS4REDIS_STATUS_INTERVAL": 5.0,
+    "WS4REDIS_CLUSTER_PLAIN_PUBLISH": False,
 }
 
 
@@ -94,10 +95,18 @@ class Settings:
     def WS4REDIS_CONNECTION(self) -> str | Mapping[str, Any]:
         value = _get("WS4REDIS_CONNECTION")
         if isinstance(value, str):
-            if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            schemes = (
+                "redis://",
+                "rediss://",
+                "unix://",
+                "redis+sentinel://",
+                "redis+cluster://",
+                "rediss+cluster://",
+            )
+            if not value.startswith(schemes):
                 raise ImproperlyConfigured(
-                    "WS4REDIS_CONNECTION must be a redis://, rediss://, unix:// or "
-                    f"redis+sentinel:// URL, or a dict; got {value!r}"
+                    "WS4REDIS_CONNECTION must be a redis://, rediss://, unix://, "
+                    f"redis+sentinel:// or redis+cluster:// URL, or a dict; got {value!r}"
                 )
             return value
         if not isinstance(value, Mapping):
@@ -264,6 +273,15 @@ class Settings:
     @property
     def WS4REDIS_STATUS_INTERVAL(self) -> float:
         return float(_number("WS4REDIS_STATUS_INTERVAL"))
+
+    @property
+    def WS4REDIS_CLUSTER_PLAIN_PUBLISH(self) -> bool:
+        value = _get("WS4REDIS_CLUSTER_PLAIN_PUBLISH")
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_CLUSTER_PLAIN_PUBLISH must be True or False, got {value!r}"
+            )
+        return value
 
     @property
     def WS4REDIS_ALLOWED_ORIGINS(self) -> list[str] | None:

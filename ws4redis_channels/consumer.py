@@ -43,7 +43,7 @@ from .access import (
 from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
-from .exceptions import InvalidName, RedisError, RedisUnavailable
+from .exceptions import InvalidName, RedisError
 from .frames import Batch, make_message
 from .intake import current_intake
 from .limits import PublishLimits, identity_key, process_limits
@@ -170,7 +170,7 @@ class WebsocketConsumer(_LeanConsumer):
         except _Refusal as refusal:
             await self._refuse(refusal.code, str(refusal))
             return
-        except RedisUnavailable as exc:
+        except RedisError as exc:  # RedisUnavailable, RedisTimeout, RedisCommandError
             await self._refuse(CloseCode.REDIS_UNAVAILABLE, str(exc))
             return
         except SuspiciousOperation as exc:
@@ -376,7 +376,7 @@ class WebsocketConsumer(_LeanConsumer):
             self._publisher,
             len(payload),
             _publish_limits(expire),
-            self.publish_channels if expire > 0 else (),
+            self.publish_channels,
         )
         if refused is not None:
             await self._close_with(CloseCode.RATE_LIMITED, refused)
@@ -487,7 +487,9 @@ def _publish_limits(expire: int) -> PublishLimits:
         byte_rate=conf.WS4REDIS_PUBLISH_BYTES_RATE,
         byte_burst=conf.WS4REDIS_PUBLISH_BYTES_BURST,
         max_stored_channels=conf.WS4REDIS_MAX_STORED_CHANNELS,
-        store_window=float(expire),
+        # Every publication leaves the channel's position (and its stored
+        # message, its history) in Redis for the longer of the two.
+        store_window=float(max(expire, conf.WS4REDIS_HISTORY_TTL)),
     )
 
 

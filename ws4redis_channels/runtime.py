@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from channels.layers import get_channel_layer
 
@@ -21,6 +21,7 @@ from .connection import async_client, follow_master, parse_target
 from .metrics import recorder
 from .registry import Heartbeat
 from .relay import LayerRelay
+from .router import ClusterBridge
 from .sentinel import Master
 
 __all__ = ["current_bridge", "current_relay", "shutdown"]
@@ -32,13 +33,27 @@ def _new_bridge() -> Bridge:
     relay: LayerRelay | None = None
     alias = conf.WS4REDIS_CHANNEL_LAYER
     layer = get_channel_layer(alias) if alias else None
-    bridge = Bridge(
-        parse_target(conf.WS4REDIS_CONNECTION),
-        connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
-        outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
-        history_ttl=conf.WS4REDIS_HISTORY_TTL,
-    )
-    _follow_master(bridge)
+    target = parse_target(conf.WS4REDIS_CONNECTION)
+    if target.cluster:
+        # A bridge per shard primary behind the same API (see router.py).
+        bridge = cast(
+            Bridge,
+            ClusterBridge(
+                target,
+                connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
+                outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+                plain_publish=conf.WS4REDIS_CLUSTER_PLAIN_PUBLISH,
+                history_ttl=conf.WS4REDIS_HISTORY_TTL,
+            ),
+        )
+    else:
+        bridge = Bridge(
+            target,
+            connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
+            outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+            history_ttl=conf.WS4REDIS_HISTORY_TTL,
+        )
+        _follow_master(bridge)
     if layer is not None:
         relay = LayerRelay(layer, bridge.deliver_local)
         bridge.set_watcher(relay.watch)

@@ -42,6 +42,8 @@ subclasses, never redis-py's.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import weakref
 from collections.abc import Sequence
@@ -51,7 +53,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from .connection import redis_errors
+from .connection import is_cluster, redis_errors
 from .fence import Fence
 from .positions import Position
 
@@ -337,6 +339,13 @@ def _args(message: bytes, expire: int, message_id: str | None, history: History)
     return [message, max(expire, 0), message_id or "", history.size, history.ttl, history.command]
 
 
+def _on(client: Any, history: History) -> History:
+    """Return ``history`` with the publish command of ``client``: SPUBLISH on a cluster."""
+    if is_cluster(client) and history.command != "SPUBLISH":
+        return dataclasses.replace(history, command="SPUBLISH")
+    return history
+
+
 def _pipeline(
     pipe: Any, sha: str, channels: Sequence[str], args: list[Any], fence: Fence | None
 ) -> None:
@@ -386,13 +395,17 @@ def publish(
     if not channels:
         return Published(0, {}, False)
     settings_history, default_expire = configured()
-    history = history or settings_history
+    history = _on(client, history or settings_history)
     library = function_library(history, default_expire)
     args = _args(message, expire, message_id, history)
     with redis_errors():
         if _functions_loaded.get(client) != library and load_function(client, library):
             _functions_loaded[client] = library
         script = _script(client, PUBLISH_SCRIPT, _sync_scripts)
+        if is_cluster(client):
+            # A cluster pipeline cannot carry scripts: one call per channel,
+            # each sent to its channel's primary (no WAIT: it has no key).
+            return _published(channels, [script(keys=[ch], args=args) for ch in channels])
         for _ in range(2):
             pipe = client.pipeline(transaction=False)
             _pipeline(pipe, script.sha, channels, args, fence)
@@ -418,13 +431,16 @@ async def apublish(
     if not channels:
         return Published(0, {}, False)
     settings_history, default_expire = configured()
-    history = history or settings_history
+    history = _on(client, history or settings_history)
     library = function_library(history, default_expire)
     args = _args(message, expire, message_id, history)
     with redis_errors():
         if _functions_loaded.get(client) != library and await aload_function(client, library):
             _functions_loaded[client] = library
         script = _script(client, PUBLISH_SCRIPT, _async_scripts)
+        if is_cluster(client):
+            calls = [script(keys=[ch], args=args) for ch in channels]
+            return _published(channels, await asyncio.gather(*calls))
         for _ in range(2):
             pipe = client.pipeline(transaction=False)
             _pipeline(pipe, script.sha, channels, args, fence)
@@ -458,6 +474,12 @@ def read(
 ) -> list[Replay]:
     """Return what each channel gives a reader that has the positions ``since``."""
     script = _script(client, READ_SCRIPT, _sync_scripts)
+    if is_cluster(client):
+        with redis_errors():
+            return [
+                _replay(script(keys=[ch], args=[str(pos or ""), ttl]))
+                for ch, pos in zip(channels, since, strict=True)
+            ]
     with redis_errors(), client.pipeline(transaction=False) as pipe:
         for channel, position in zip(channels, since, strict=True):
             script(keys=[channel], args=[str(position or ""), ttl], client=pipe)
@@ -475,6 +497,13 @@ async def aread(
     if not channels:
         return []
     script = _script(client, READ_SCRIPT, _async_scripts)
+    if is_cluster(client):
+        with redis_errors():
+            calls = [
+                script(keys=[ch], args=[str(pos or ""), ttl])
+                for ch, pos in zip(channels, since, strict=True)
+            ]
+            return [_replay(reply) for reply in await asyncio.gather(*calls)]
     with redis_errors():
         async with client.pipeline(transaction=False) as pipe:
             for channel, position in zip(channels, since, strict=True):
@@ -504,7 +533,7 @@ def load_function(client: redis.Redis, library: str | None = None) -> bool:
     """
     if library is None:
         history, expire = configured()
-        library = function_library(history, expire)
+        library = function_library(_on(client, history), expire)
     with redis_errors():
         try:
             client.function_load(library, replace=True)
@@ -518,7 +547,7 @@ async def aload_function(client: redis.asyncio.Redis, library: str | None = None
     """Asynchronous :func:`load_function`."""
     if library is None:
         history, expire = configured()
-        library = function_library(history, expire)
+        library = function_library(_on(client, history), expire)
     with redis_errors():
         try:
             await client.function_load(library, replace=True)

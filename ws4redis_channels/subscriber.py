@@ -139,8 +139,12 @@ class Subscriber:
         on_down: Callable[[str], None],
         connect_timeout: float = 5.0,
         name: str | None = None,
+        on_error: Callable[[ReplyError], bool] | None = None,
     ) -> None:
         self.target = target
+        # Offered every error reply first; True means it answered no request of
+        # ours (a cluster node refusing an SSUBSCRIBE with -MOVED).
+        self._on_error = on_error
         self.connect_timeout = connect_timeout
         self.name = name or f"ws4redis-bridge-{os.getpid()}"
         self.backoff = Backoff()
@@ -208,6 +212,12 @@ class Subscriber:
         self.write(encode_command(*command))
         return await future
 
+    def abort(self) -> None:
+        """Drop the connection now (it is re-established as after a loss)."""
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+
     def follow_master(self, address: tuple[str, int]) -> None:
         """Sentinel moved the master to ``address``: leave the old one now, connect at once.
 
@@ -252,6 +262,9 @@ class Subscriber:
             if pushes:
                 self._on_values(pushes)
                 pushes = []
+            on_error = self._on_error
+            if on_error is not None and isinstance(value, ReplyError) and on_error(value):
+                continue
             self._reply(value)
         if pushes:
             self._on_values(pushes)

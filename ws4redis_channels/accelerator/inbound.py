@@ -12,6 +12,18 @@ from .probe import disable, enabled
 __all__ = ["CloseGate", "bound_fragmented_messages", "pause_reading"]
 
 
+def _join_fragments(self: Any, payload: list[bytes]) -> None:
+    # autobahn's onMessageFrame, with the message kept as one bytearray.
+    if self.failedByMe:
+        return
+    data = self.message_data
+    if not data:
+        data.append(bytearray())
+    buffer = data[-1]
+    for chunk in payload:
+        buffer += chunk
+
+
 def bound_fragmented_messages(protocol: Any) -> bool:
     """Keep a fragmented message being received in one buffer instead of one object per frame.
 
@@ -19,31 +31,30 @@ def bound_fragmented_messages(protocol: Any) -> bool:
     of its own (about 40 bytes each), so a client sending 1-byte continuation
     frames of a message it never finishes costs ~5 MiB of memory per MB sent,
     up to ~40 MiB per socket under daphne's 1 MiB message limit. Joined into
-    one ``bytearray`` as they arrive, fragments cost what their payload is, at
-    most ``--websocket-max-message-size`` per socket. Returns False when the
-    protocol is not the autobahn one this was written for.
+    one ``bytearray`` as they arrive (``onMessageEnd`` joins the list into
+    bytes as before), fragments cost what their payload is, at most
+    ``--websocket-max-message-size`` per socket. The class of daphne's
+    protocol is changed once, so a socket costs nothing more. Returns False
+    (and changes nothing) unless the class uses autobahn's own
+    ``onMessageFrame``, the one this was written for.
     """
     if protocol is None or not enabled("fragment_bound"):
         return False
-    if not callable(getattr(protocol, "onMessageFrame", None)):
+    cls = type(protocol)
+    if cls.__dict__.get("onMessageFrame") is _join_fragments:
+        return True
+    try:
+        from autobahn.websocket.protocol import WebSocketProtocol
+    except ImportError as exc:  # pragma: no cover - daphne depends on autobahn
+        disable("fragment_bound", exc)
+        return False
+    if getattr(cls, "onMessageFrame", None) is not WebSocketProtocol.onMessageFrame:
+        disable("fragment_bound", TypeError(f"{cls.__name__} overrides onMessageFrame"))
         return False
     if not hasattr(protocol, "failedByMe"):
         disable("fragment_bound", AttributeError("daphne's protocol has no failedByMe"))
         return False
-
-    def on_message_frame(payload: list[bytes]) -> None:
-        if protocol.failedByMe:
-            return
-        data = getattr(protocol, "message_data", None)
-        if data is None:  # pragma: no cover - autobahn sets it at the message's start
-            return
-        if not data:
-            data.append(bytearray())
-        buffer = data[-1]
-        for chunk in payload:
-            buffer += chunk
-
-    protocol.onMessageFrame = on_message_frame
+    cls.onMessageFrame = _join_fragments
     return True
 
 
