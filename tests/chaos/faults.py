@@ -464,41 +464,13 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
 
 
-async def heartbeat_flood(scale: Scale) -> Result:
+async def control_flood(scale: Scale, *, kind: str, chunk: bytes) -> Result:
+    """A client that never reads floods frames the server must answer (heartbeats, pings)."""
     mb = scale.flood_mb
-    result = Result("Heartbeat flood from a client that never reads", f"{mb} MB of heartbeats")
+    result = Result(f"{kind} flood from a client that never reads", f"{mb} MB of {kind.lower()}s")
     async with redis_and_daphne() as (server, daphne):
 
         async def flood(rude: Client) -> None:
-            one = frame(1, b"--heartbeat--")
-            chunk = one * 4096
-            for _ in range(mb * 1024 * 1024 // len(chunk)):
-                if rude.closed.done():
-                    break
-                rude.send(chunk)
-                await asyncio.sleep(0)
-                if rude.transport is not None and rude.transport.get_write_buffer_size() > 1 << 22:
-                    await asyncio.sleep(0.01)
-
-        _rude, _victim, lat, before, peak = await _flood_victim(daphne, server, flood)
-        log = daphne.log()
-        closed = [code for code in ("4507", "4429") if code in log]
-        result.outcome = (
-            f"flooder closed with {'/'.join(closed)} (server log)"
-            if closed
-            else "flooder not closed"
-        )
-        result.cost = f"{(peak - before) / 1024:+.1f} MiB RSS; victim p99 {_p99(lat):.0f} ms"
-    return result
-
-
-async def ping_flood(scale: Scale) -> Result:
-    mb = scale.flood_mb
-    result = Result("Ping flood from a client that never reads", f"{mb} MB of 125-byte pings")
-    async with redis_and_daphne() as (server, daphne):
-
-        async def flood(rude: Client) -> None:
-            chunk = frame(9, b"p" * 125) * 1024
             for _ in range(mb * 1024 * 1024 // len(chunk)):
                 if rude.closed.done():
                     break
@@ -671,8 +643,10 @@ FAULTS: dict[str, Callable[[Scale], Awaitable[Result]]] = {
     "outage-bound": outage_bound,
     "daphne-kill9": daphne_kill9,
     "slow-client": slow_client,
-    "heartbeat-flood": heartbeat_flood,
-    "ping-flood": ping_flood,
+    "heartbeat-flood": lambda s: control_flood(
+        s, kind="Heartbeat", chunk=frame(1, b"--heartbeat--") * 4096
+    ),
+    "ping-flood": lambda s: control_flood(s, kind="Ping", chunk=frame(9, b"p" * 125) * 1024),
     "reconnect-loop": reconnect_publish_loop,
     "big-frames": outbuf_attack,
     "store-flood": store_flood,
