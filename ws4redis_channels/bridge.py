@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from . import store
+from . import patience, store
 from .connection import RedisTarget, async_client, fence
 from .echoes import Echoes
 from .exceptions import RedisError, RedisUnavailable
@@ -198,7 +198,7 @@ class Bridge:
                 self._want(ch)
         future = self._joiner.add(sink, keys)
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.connect_timeout)
+            await patience.wait_for(asyncio.shield(future), self.connect_timeout)
         except BaseException as exc:
             future.cancel()
             self.leave(sink, channels)
