@@ -210,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
     loop, loop_name = _new_loop()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     skipped: dict[str, str] = {}
+    partial = RESULTS / f"{stamp}.partial.json"
+    loadavg_at_start = os.getloadavg()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ws4redis-bench-") as tmp:
         db_path = os.path.join(tmp, "db.sqlite3")
@@ -234,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
                         loop, spec, scenario, redis_server, db_path, sizes, profiler, users
                     )
                     print(_summary(name, scenario, results[name][scenario]), flush=True)
+                # What is done so far survives an interrupted run.
+                write_json(partial, {"started": stamp, "partial": True, "results": results})
             admin.close()
     loop.close()
 
@@ -259,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
+            "loadavg_at_start": loadavg_at_start,
             "loadavg_at_end": os.getloadavg(),
             "open_files_limit": open_files,
         },
@@ -277,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
     }
     path = args.json or RESULTS / f"{stamp}.json"
     write_json(path, data)
+    partial.unlink(missing_ok=True)
     print(f"\nJSON: {path}")
     return _status(results, strict=args.strict)
 
