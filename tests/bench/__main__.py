@@ -87,6 +87,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="client processes for the handshake scenarios (default 2)",
     )
     parser.add_argument(
+        "--daphne-connect-timeout",
+        type=int,
+        help="daphne --websocket_connect_timeout (seconds to finish a handshake; daphne's 5)",
+    )
+    parser.add_argument(
         "--storm-jitter",
         type=float,
         help="storm: each socket's first reconnect waits a random 0..N ms (default 0: at once)",
@@ -200,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         sizes = dataclasses.replace(sizes, clients=args.clients)
     open_files = raise_open_files(32768)
     servers.daphne_backlog = args.daphne_backlog
+    servers.daphne_connect_timeout = args.daphne_connect_timeout
     stamp = time.strftime("%Y%m%d-%H%M%S")
     profiler = None
     if args.profile or args.profile_native:
@@ -275,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
         "versions": _versions(),
         "sizes": dataclasses.asdict(sizes),
         "daphne_backlog": args.daphne_backlog,
+        "daphne_connect_timeout": args.daphne_connect_timeout,
         "servers": {name: SERVERS[name].description for name in args.servers},
         "headline": ratios,
         "targets": checked,

@@ -197,6 +197,9 @@ class ServerSpec:
 # measure that retry, not the servers. Every daphne server gets the backlog the
 # deployment guide recommends; ``--daphne-backlog 0`` keeps Twisted's default.
 daphne_backlog: int | None = 1024
+# daphne drops a connection whose handshake is not done in 5 s (autobahn's
+# openHandshakeTimeout); ``--daphne-connect-timeout`` passes another value.
+daphne_connect_timeout: int | None = None
 
 
 def _daphne(app: str) -> Callable[[int, str], list[str]]:
@@ -205,6 +208,8 @@ def _daphne(app: str) -> Callable[[int, str], list[str]]:
             where = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={daphne_backlog}"]
         else:
             where = ["-b", "127.0.0.1", "-p", str(port)]
+        if daphne_connect_timeout:
+            where += ["--websocket_connect_timeout", str(daphne_connect_timeout)]
         return [sys.executable, "-m", "daphne", *where, app]
 
     return command
