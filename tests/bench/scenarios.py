@@ -66,7 +66,7 @@ class Sizes:
     user_sockets: int = 1000  # connect-user
     storm_sockets: int = 5000
     storm_jitter_ms: float = 0.0  # attempt 0 of a reconnect waits up to this long
-    storm_timeout: float = 60.0  # every socket must be open again by then
+    storm_timeout: float = 120.0  # every socket must be open again by then
     channels_sockets: int = 5000
     clients: int = 2  # client processes for the handshake scenarios
     payload: int = 64
