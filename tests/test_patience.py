@@ -53,3 +53,13 @@ async def test_errors_of_the_work_pass_through():
 
     with pytest.raises(ConnectionRefusedError):
         await asyncio.wait_for(patience.wait_for(fails(), 1), 5)
+
+
+async def test_a_timeout_that_falls_inside_the_starved_iteration_is_extended():
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[str] = loop.create_future()
+    # The waiter's 0.3 s timeout expires during the 0.6 s block; the answer
+    # comes 0.1 s of free loop time after it.
+    loop.call_later(0.02, block, 0.6)
+    loop.call_later(0.7, reply.set_result, "PONG")
+    assert await asyncio.wait_for(patience.wait_for(reply, 0.3), 5) == "PONG"
