@@ -115,7 +115,9 @@ class Running:
                 for line in path.read_text(errors="replace").splitlines()
                 if '"WS' not in line and '"GET ' not in line
             ]
-            out[role] = "\n".join(text[-lines:])
+            # The first lines say what went wrong first; the last ones how it ended.
+            head = text[:15] if len(text) > lines + 15 else []
+            out[role] = "\n".join([*head, *(["..."] if head else []), *text[-lines:]])
         return out
 
     def stop(self, timeout: float = 10.0) -> None:
