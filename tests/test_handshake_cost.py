@@ -49,7 +49,7 @@ def test_the_request_view_builds_get_cookies_and_meta_on_first_use():
         "client": ["127.0.0.1", 5000],
     }
     request = WebsocketRequest(scope, "news")
-    assert "GET" not in vars(request) and "META" not in vars(request)
+    assert "META" not in vars(request) and "COOKIES" not in vars(request)
     assert request.GET["x"] == "1" and "subscribe-broadcast" in request.GET
     assert request.META["HTTP_X_FORWARDED_FOR"] == "1.2.3.4"
     assert request.META["REMOTE_ADDR"] == "127.0.0.1"
