@@ -28,8 +28,25 @@ version = release
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.viewcode",  # a [source] link beside every documented object
     "myst_parser",
 ]
+
+# Links to Django, Channels and redis-py. The build must work offline: by
+# default it reads the small inventories in _inventories/ (build.py writes
+# them) instead of fetching the projects' objects.inv.
+_INVENTORIES = Path(__file__).resolve().parent / "_inventories"
+_ONLINE = os.environ.get("WS4REDIS_DOCS_ONLINE") == "1"
+intersphinx_mapping = {
+    name: (url, None if _ONLINE else str(_INVENTORIES / f"{name}.inv"))
+    for name, url in {
+        "django": "https://docs.djangoproject.com/en/5.2/",
+        "channels": "https://channels.readthedocs.io/en/latest/",
+        "redis": "https://redis.readthedocs.io/en/stable/",
+    }.items()
+}
+intersphinx_timeout = 5
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 # faults-table.rst is written by `make chaos` and included by topics/faults.rst.
@@ -53,3 +70,9 @@ nitpick_ignore_regex = [
     # names.py refers to its exception by its short name.
     (r"py:class", r"InvalidName"),
 ]
+
+
+def setup(app: object) -> None:
+    # Django's docs define :setting:`NAME`; with this, intersphinx resolves
+    # :setting:`SESSION_ENGINE` to Django's settings reference.
+    app.add_crossref_type("setting", "setting", indextemplate="pair: %s; setting")  # type: ignore[attr-defined]

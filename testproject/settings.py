@@ -2,7 +2,9 @@
 
 ``REDIS_URL`` (environment, default ``redis://127.0.0.1:6379/0``) points both
 ws4redis_channels and the channel layer at Redis; a
-``redis+sentinel://host:port[,host:port]/service`` URL works for both.
+``redis+sentinel://host:port[,host:port]/service`` URL works for both; with a
+``redis+cluster://host:port[,host:port]/`` URL the demo runs on a Redis Cluster
+(sharded pub/sub) without a channel layer.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# From the environment: DJANGO_SECRET_KEY, DJANGO_DEBUG (1 or 0) and
+# DJANGO_ALLOWED_HOSTS (comma-separated, e.g. for HOST=0.0.0.0 in `make run`).
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "testproject-insecure-key-for-the-demo-only")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+    if host.strip()
+]
 
 INSTALLED_APPS = [
     "daphne",
@@ -93,12 +101,20 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [_layer_host]},
     }
 }
+if REDIS_URL.startswith(("redis+cluster://", "rediss+cluster://")):
+    # channels_redis does not speak Redis Cluster: on a cluster the demo has
+    # no channel layer (group_send), only Redis pub/sub.
+    CHANNEL_LAYERS = {}
 
 # ws4redis_channels
 WEBSOCKET_URL = "/ws/"
 WS4REDIS_CONNECTION = REDIS_URL
+if not CHANNEL_LAYERS:
+    WS4REDIS_CHANNEL_LAYER = None
 WS4REDIS_EXPIRE = int(os.environ.get("WS4REDIS_EXPIRE", "3600"))
 WS4REDIS_PREFIX = os.environ.get("WS4REDIS_PREFIX", "")
+# Keep the last 100 messages of each channel: pages resume after a reconnect.
+WS4REDIS_HISTORY_SIZE = int(os.environ.get("WS4REDIS_HISTORY_SIZE", "100"))
 WS4REDIS_HEARTBEAT = "--heartbeat--"
 # The demo chat: anyone, anonymous visitors too, may publish-broadcast on "chat".
 WS4REDIS_OPEN_FACILITIES = ["chat"]
@@ -108,8 +124,12 @@ if "WS4REDIS_MAX_BUFFER_SIZE" in os.environ:
     WS4REDIS_MAX_BUFFER_SIZE = int(os.environ["WS4REDIS_MAX_BUFFER_SIZE"])
 if "WS4REDIS_DIRECT_WRITES" in os.environ:
     WS4REDIS_DIRECT_WRITES = os.environ["WS4REDIS_DIRECT_WRITES"] == "1"
+if "WS4REDIS_CLUSTER_PLAIN_PUBLISH" in os.environ:
+    WS4REDIS_CLUSTER_PLAIN_PUBLISH = os.environ["WS4REDIS_CLUSTER_PLAIN_PUBLISH"] == "1"
 if "WS4REDIS_PUBLISH_RATE" in os.environ:
     WS4REDIS_PUBLISH_RATE = float(os.environ["WS4REDIS_PUBLISH_RATE"])
+if "WS4REDIS_METRICS" in os.environ:
+    WS4REDIS_METRICS = os.environ["WS4REDIS_METRICS"] == "1"
 
 # daphne configures the root handler; this only sets how much the app says.
 LOGGING = {

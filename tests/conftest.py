@@ -110,7 +110,10 @@ class Spy:
         """Return (channel, data) of what was published, once nothing came for ``within`` s."""
         seen = []
         while (message := self.pubsub.get_message(timeout=within)) is not None:
-            seen.append((message["channel"].decode(), message["data"]))
+            channel = message["channel"].decode()
+            # The position that precedes each message on {<channel>}:pos.
+            if not channel.startswith("{"):
+                seen.append((channel, message["data"]))
         return seen
 
     def channels(self, within: float = 0.4) -> list[str]:

@@ -42,3 +42,9 @@ class BrokenSessionStore:
 
 
 SessionStore = BrokenSessionStore
+
+
+def reads_query(request, channels):
+    """A callback that reads ``request.GET`` (Django's parser, with its field limit)."""
+    request.GET.get("token")
+    return channels

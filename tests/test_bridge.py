@@ -115,19 +115,16 @@ async def test_publications_of_a_sink_skip_it_without_echo(bridge, redis_client)
 
 
 async def test_joining_fails_fast_when_redis_is_unreachable():
+    # A connect timeout far beyond the waits below: a join that fails inside them
+    # failed because Redis refused, not because the timeout ran out.
     bridge = Bridge(
-        parse_target(f"redis://127.0.0.1:{free_port()}/0"), connect_timeout=1, outage_timeout=30
+        parse_target(f"redis://127.0.0.1:{free_port()}/0"), connect_timeout=60, outage_timeout=90
     )
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     with pytest.raises(RedisUnavailable):
-        await bridge.join(Collect(), ["_broadcast_:x"])
-    assert loop.time() - started < 2
-    await asyncio.sleep(0.1)  # the first attempt has failed by now: later joins fail at once
-    started = loop.time()
+        await asyncio.wait_for(bridge.join(Collect(), ["_broadcast_:x"]), 10)
+    # Known to be down now: a later join fails at once, without a connection attempt.
     with pytest.raises(RedisUnavailable):
-        await bridge.join(Collect(), ["_broadcast_:x"])
-    assert loop.time() - started < 0.1
+        await asyncio.wait_for(bridge.join(Collect(), ["_broadcast_:x"]), 10)
     await bridge.close()
 
 

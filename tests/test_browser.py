@@ -1,8 +1,10 @@
 """In a real headless Chromium: the JavaScript client and the demo pages against daphne.
 
-Chromium comes from Debian's ``chromium`` package (installed here with apt-get
-when ``/usr/bin/chromium`` is missing) and is driven by Playwright for Python;
-Playwright's own browser downloads are never used.
+The browser is an installed Chromium or Chrome (``WS4REDIS_BROWSER``, else
+the usual names and paths; see tests/browsers.py), Debian's ``chromium``
+package installed with apt-get only as a fallback when running as root. It
+is driven by Playwright for Python; Playwright's own browser downloads are
+never needed.
 
 Playwright's sync API keeps its event loop marked as running between calls,
 which breaks pytest-asyncio's fixtures, so these tests use the async API on
@@ -18,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,10 +30,10 @@ import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
 
 from testproject.redis_server import free_port
+from tests.browsers import find_browser, find_or_install_browser
 from tests.conftest import TIMEOUT
 from tests.servers import Daphne
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -50,7 +50,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.asyncio(loop_scope="session"),
     # Installing Chromium on a fresh machine takes minutes; the first test pays for it.
-    pytest.mark.timeout(120 if os.path.exists(CHROMIUM) else 900),
+    pytest.mark.timeout(120 if find_browser() else 900),
 ]
 
 MS = int(TIMEOUT * 1000)
@@ -73,30 +73,15 @@ window.record = (options) => {
 }"""
 
 
-def _install_chromium() -> None:
-    """Install Debian's chromium package if it is missing (needs root and apt)."""
-    if os.path.exists(CHROMIUM):
-        return
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install -y chromium` as root")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", "chromium"]
-    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=800)
-    if result.returncode != 0:
-        # A fresh machine may have no package lists yet.
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300)
-        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=800)
-    if result.returncode != 0 or not os.path.exists(CHROMIUM):
-        output = f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        pytest.fail(f"could not install chromium:\n{output}")
-
-
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    await asyncio.to_thread(_install_chromium)
+    try:
+        executable = await asyncio.to_thread(find_or_install_browser)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=MS * 6
+            executable_path=executable, args=CHROMIUM_ARGS, timeout=MS * 6
         )
         yield browser
         await browser.close()
@@ -207,7 +192,10 @@ async def test_raw_redis_publish_appears_in_the_explorer(daphne, redis_client, p
     await page.click("#connect")
     await connected(page)
     commands = page.locator("#commands")
-    await expect(commands).to_contain_text('redis-cli PUBLISH _broadcast_:rawtest "Hello"')
+    url = os.environ["REDIS_URL"]  # the pages name the Redis in use
+    await expect(commands).to_contain_text(
+        f'redis-cli -u {url} PUBLISH _broadcast_:rawtest "Hello"'
+    )
     assert redis_client.publish("_broadcast_:rawtest", "Hello from redis-py") == 1
     redis_client.publish("_broadcast_:other", "not for this page")
     redis_client.publish("_broadcast_:rawtest", "and a second one")

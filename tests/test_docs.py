@@ -122,7 +122,9 @@ def test_every_system_check_id_is_documented():
     assert "ws4redis_channels.W030" in text
 
 
-@pytest.mark.parametrize("name", ["ws4redis_publish", "ws4redis_load_function", "ws4redis_naming"])
+@pytest.mark.parametrize(
+    "name", ["ws4redis_publish", "ws4redis_load_function", "ws4redis_naming", "ws4redis_status"]
+)
 def test_every_option_of_the_management_commands_is_documented(name):
     from django.core.management import load_command_class
 
@@ -302,8 +304,10 @@ async def test_the_tutorial_works_as_written(tmp_path, redis_server, redis_clien
 
 
 def redis_examples() -> list[str]:
-    """The ``redis-cli`` command lines of the Redis reference page."""
-    return re.findall(r"^   \$ (redis-cli .+)$", read("reference/redis.rst"), re.MULTILINE)
+    """The ``redis-cli`` command lines of the Redis reference page (those for a
+    cluster, ``redis-cli -c``, run in tests/test_cluster.py)."""
+    lines = re.findall(r"^   \$ (redis-cli .+)$", read("reference/redis.rst"), re.MULTILINE)
+    return [line for line in lines if not line.startswith("redis-cli -c ")]
 
 
 def test_the_redis_examples_publish_and_store(redis_server, redis_client):

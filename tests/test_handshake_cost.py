@@ -64,7 +64,7 @@ def test_the_request_view_builds_get_cookies_and_meta_on_first_use():
 def test_later_daphne_protocols_read_the_factory_options_from_their_class():
     from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
-    from ws4redis_channels.accelerator import share_protocol_options
+    from ws4redis_channels.accelerator.options import share_protocol_options
 
     factory = WebSocketFactory(None, server="daphne")
     factory.setProtocolOptions(autoPingInterval=7, openHandshakeTimeout=3)
@@ -81,7 +81,7 @@ def test_later_daphne_protocols_read_the_factory_options_from_their_class():
 
 
 def test_an_unknown_factory_is_left_alone():
-    from ws4redis_channels.accelerator import share_protocol_options
+    from ws4redis_channels.accelerator.options import share_protocol_options
 
     class Plain:
         factory = None

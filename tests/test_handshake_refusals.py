@@ -63,7 +63,11 @@ async def test_an_oversized_query_string_is_refused_with_4400(daphne, redis_clie
 
 
 async def test_djangos_field_limit_is_a_refusal_not_a_traceback(daphne_factory, redis_client):
-    server = server_with(daphne_factory, DATA_UPLOAD_MAX_NUMBER_FIELDS=5)
+    server = server_with(
+        daphne_factory,
+        DATA_UPLOAD_MAX_NUMBER_FIELDS=5,
+        WS4REDIS_ALLOWED_CHANNELS="tests.policies.reads_query",
+    )
     ws = await connect(server, "/ws/foobar?subscribe-broadcast&a&b&c&d&e&f&g")
     assert await close_code(ws) == 4400
     assert "TooManyFieldsSent" in server.log()

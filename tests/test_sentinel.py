@@ -5,6 +5,7 @@ check of the subscriber. tests/test_sentinel_failover.py runs them together."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,8 +15,9 @@ from testproject.redis_server import RedisServer
 from tests.conftest import TIMEOUT, Spy
 from tests.sentinels import SERVICE, SentinelGroup
 from ws4redis_channels import store
-from ws4redis_channels.connection import async_client, fence, parse_target, sync_client
+from ws4redis_channels.connection import async_client, parse_target, sync_client
 from ws4redis_channels.exceptions import NotReplicated, RedisUnavailable
+from ws4redis_channels.fence import Fence, fence
 from ws4redis_channels.sentinel import Master, discover_master, stop_watchers, watcher
 from ws4redis_channels.subscriber import Subscriber
 
@@ -53,9 +55,11 @@ def test_a_publication_no_replica_confirms_raises_not_replicated(
     # The session's Redis has no replica: the master runs the publication
     # (subscribers may get it) but cannot say it survives a failover.
     spy = Spy(redis_client)
-    client = sync_client(parse_target(redis_server.url))
+    target = parse_target(f"{redis_server.url}?wait_replicas=1&wait_timeout=0.1")
     with pytest.raises(NotReplicated, match="0 of 1 replica"):
-        store.publish(client, ["_broadcast_:fence"], b"unconfirmed", 60, replicas=1, timeout=0.1)
+        store.publish(
+            sync_client(target), ["_broadcast_:fence"], b"unconfirmed", 60, fence=fence(target)
+        )
     assert spy.messages() == [("_broadcast_:fence", b"unconfirmed")]
     assert isinstance(NotReplicated("x"), RedisUnavailable)
 
@@ -68,9 +72,11 @@ async def test_a_publication_a_replica_confirms_is_published(tmp_path: Any) -> N
         probe = redis.Redis(port=replica.port)
         while probe.info("replication")["master_link_status"] != "up":
             await asyncio.sleep(0.05)  # a full sync has no event to await
-        target = parse_target(master.url)
-        client = async_client(target)
-        assert await store.apublish(client, ["_broadcast_:ok"], b"kept", 60, replicas=1) == 0
+        target = parse_target(f"{master.url}?wait_replicas=1")
+        published = await store.apublish(
+            async_client(target), ["_broadcast_:ok"], b"kept", 60, fence=fence(target)
+        )
+        assert published == 0
         assert probe.get("_broadcast_:ok") == b"kept"
         probe.close()
     finally:
@@ -82,9 +88,10 @@ def test_a_publication_fails_when_the_master_moved_while_it_ran(
     redis_server: RedisServer,
 ) -> None:
     client = sync_client(parse_target(redis_server.url))
-    moved = iter([False])
+    # Taken at generation 0 of a watcher that has seen one switch since.
+    taken = Fence(0, 1.0, SimpleNamespace(generation=1), 0)  # type: ignore[arg-type]
     with pytest.raises(NotReplicated, match="Sentinel moved the master"):
-        store.publish(client, ["_broadcast_:moved"], b"x", 0, holds=lambda: next(moved))
+        store.publish(client, ["_broadcast_:moved"], b"x", 0, fence=taken)
 
 
 # -- the watcher -------------------------------------------------------------------

@@ -14,7 +14,7 @@ class WS4RedisChannelsConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_in
 
-        from . import checks  # noqa: F401  (registers the checks)
+        from . import checks, project_checks  # noqa: F401  (registers the checks)
         from .memberof import store_groups_in_session
 
         user_logged_in.connect(store_groups_in_session, dispatch_uid="ws4redis_channels.memberof")

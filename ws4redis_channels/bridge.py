@@ -8,7 +8,12 @@ sinks (the sockets' outbound sides) that joined its channel, in the order
 Redis sent it: no channel layer, no task per message.
 
 Joining is ordered with replay (:mod:`ws4redis_channels.replay`): the stored
-message first, a live copy of it not twice, nothing published meanwhile lost.
+message (or, for sockets with positions, the history after their position)
+first, a live copy of it not twice, nothing published meanwhile lost. Each
+channel is subscribed together with ``{<channel>}:pos``, on which the app's
+publish script sends a message's position right before the message: the
+bridge pairs the two and gives sockets with positions
+``m <label> <position>\n<payload>``, the others the raw payload.
 A socket publishing without ``echo`` does not get its own message back
 (:mod:`ws4redis_channels.echoes`).
 
@@ -24,17 +29,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import patience, store
-from .connection import RedisTarget, async_client, fence
+from .connection import RedisTarget, async_client
 from .echoes import Echoes
 from .exceptions import RedisError, RedisUnavailable
+from .fence import fence
 from .frames import Batch, Outbound, make_message
+from .health import RedisHealth
+from .metrics import recorder
 from .outage import Outage
-from .replay import Joiner
+from .positions import Position, message_frame, position_channel
+from .replay import Held, Joiner
 from .resp import encode_command
 from .subscriber import Subscriber
 
@@ -66,11 +76,16 @@ class ChannelState:
     """The local state of one Redis channel."""
 
     __slots__ = (
+        "companion",
         "echoes",
         "joining",
         "key",
+        "label",
         "last",
+        "next_position",
         "pending_subs",
+        "position",
+        "psinks",
         "requested",
         "sinks",
         "waiters",
@@ -78,10 +93,20 @@ class ChannelState:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        # Each sink with its bound deliver method, looked up once.
+        # The pub/sub channel on which each message's position precedes it.
+        self.companion = position_channel(key.decode()).encode()
+        # Each sink with its bound deliver method, looked up once; psinks get
+        # positions ("m <label> <position>\n<payload>"), sinks raw payloads.
         self.sinks: dict[Sink, Callable[[Batch], None]] = {}
-        # Sinks still replaying, with the live payloads held back for them.
-        self.joining: dict[Sink, list[bytes]] = {}
+        self.psinks: dict[Sink, Callable[[Batch], None]] = {}
+        self.label = ""
+        # Sinks still replaying, with the live messages held back for them.
+        self.joining: dict[Sink, list[Held]] = {}
+        # The newest position the channel's sockets got (live messages older
+        # than it are never delivered), and the position read from
+        # {<channel>}:pos for the message that follows.
+        self.position: Position | None = None
+        self.next_position: bytes | None = None
         self.requested = False  # SUBSCRIBE written and not followed by UNSUBSCRIBE
         self.pending_subs = 0  # SUBSCRIBE confirmations still to come
         self.waiters: list[asyncio.Future[None]] = []
@@ -92,11 +117,19 @@ class ChannelState:
 
     @property
     def wanted(self) -> bool:
-        return bool(self.sinks or self.joining)
+        return bool(self.sinks or self.psinks or self.joining)
 
 
 class Bridge:
     """One Redis subscription per process, shared by all of its websockets."""
+
+    # Classic pub/sub; a shard bridge of a Redis Cluster (shard.py) uses the
+    # sharded names.
+    _SUBSCRIBE = "SUBSCRIBE"
+    _UNSUBSCRIBE = "UNSUBSCRIBE"
+    _MESSAGE = b"message"
+    _SUBSCRIBED = b"subscribe"
+    _UNSUBSCRIBED = b"unsubscribe"
 
     _instances: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bridge] = (
         weakref.WeakKeyDictionary()
@@ -108,6 +141,7 @@ class Bridge:
         *,
         connect_timeout: float = 5.0,
         outage_timeout: float = 30.0,
+        history_ttl: int = 300,
     ) -> None:
         self.target = target
         self.connect_timeout = connect_timeout
@@ -116,19 +150,22 @@ class Bridge:
         self._on_watch: Callable[[str, bool], None] | None = None
         # Whatever feeds this bridge besides Redis (the channel layer relay).
         self.relay: Any = None
+        # The runtime's status report to Redis (registry.Heartbeat).
+        self.heartbeat: Any = None
+        self._metrics = recorder()
+        self.health = RedisHealth(target.describe(), self._metrics)
+        self._subscribed = 0  # channels with ch.requested, for the metrics
+        self._timing = False  # a fan-out's duration is being measured
         self._loop = asyncio.get_running_loop()
         self._channels: dict[bytes, ChannelState] = {}
+        self._companions: dict[bytes, ChannelState] = {}
         # Every sink between join() and leave(), subscribed to something or not.
         self._members: dict[Sink, None] = {}
-        self.subscriber = Subscriber(
-            target,
-            on_values=self._on_values,
-            on_up=self._on_up,
-            on_down=self._on_down,
-            connect_timeout=connect_timeout,
-        )
-        self._joiner = Joiner(self._channels, self.subscriber, target)
-        self._outage = Outage(target.describe(), outage_timeout, self._give_up)
+        # The members that get positions.
+        self._positioned: set[Sink] = set()
+        self.subscriber = self._make_subscriber()
+        self._joiner = self._make_joiner(history_ttl)
+        self._outage = Outage(self.subscriber.target.describe(), outage_timeout, self._give_up)
         self._closed = False
         self._ever_connected = False
         self._up = False
@@ -136,6 +173,18 @@ class Bridge:
         self.subscriber.start()
 
     # -- construction -------------------------------------------------------
+
+    def _make_subscriber(self) -> Subscriber:
+        return Subscriber(
+            self.target,
+            on_values=self._on_values,
+            on_up=self._on_up,
+            on_down=self._on_down,
+            connect_timeout=self.connect_timeout,
+        )
+
+    def _make_joiner(self, history_ttl: int) -> Joiner:
+        return Joiner(self._channels, self.subscriber, self.target, history_ttl=history_ttl)
 
     @classmethod
     def current(cls, factory: Callable[[], Bridge]) -> Bridge:
@@ -174,17 +223,31 @@ class Bridge:
     def local_sinks(self, channel: str) -> int:
         """Return how many local sockets receive ``channel``."""
         ch = self._channels.get(channel.encode())
-        return len(ch.sinks) if ch else 0
+        return len(ch.sinks) + len(ch.psinks) if ch else 0
 
-    async def join(self, sink: Sink, channels: Sequence[str]) -> None:
+    async def join(
+        self,
+        sink: Sink,
+        channels: Sequence[str],
+        *,
+        labels: Mapping[str, str] | None = None,
+        since: Mapping[str, Position] | None = None,
+    ) -> None:
         """Subscribe ``sink`` to ``channels``, deliver their stored messages, then live ones.
 
+        With ``labels`` (channel -> label), the sink gets positions: first a
+        state frame, then what it missed after the positions ``since``
+        (channel -> position), then live messages (see positions.py).
         Raises :class:`RedisUnavailable` (and leaves nothing subscribed) if
         Redis is known to be down or does not answer within the timeout.
         """
         if self._outage.ongoing:
-            raise RedisUnavailable(f"Redis at {self.target.describe()} is unreachable")
+            raise RedisUnavailable(
+                self.health.trouble or f"Redis at {self.target.describe()} is unreachable"
+            )
         self._members[sink] = None
+        if labels is not None:
+            self._positioned.add(sink)
         keys = list(dict.fromkeys(c.encode() for c in channels))
         if not keys:
             return
@@ -192,16 +255,26 @@ class Bridge:
             ch = self._channels.get(key)
             if ch is None:
                 ch = self._channels[key] = ChannelState(key)
+                self._companions[ch.companion] = ch
+            if labels is not None:
+                ch.label = labels[key.decode()]
             was_wanted = ch.wanted
             ch.joining[sink] = []
             if not was_wanted:
                 self._want(ch)
-        future = self._joiner.add(sink, keys)
+        future = self._joiner.add(
+            sink,
+            keys,
+            positioned=labels is not None,
+            since={c.encode(): p for c, p in (since or {}).items()},
+        )
         try:
             await patience.wait_for(asyncio.shield(future), self.connect_timeout)
         except BaseException as exc:
             future.cancel()
             self.leave(sink, channels)
+            if isinstance(exc, RedisUnavailable):
+                raise  # it says why (a wrong password is not a timeout)
             if isinstance(exc, (asyncio.TimeoutError, RedisError, OSError)):
                 raise RedisUnavailable(
                     f"Redis at {self.target.describe()} did not answer in time: {exc!r}"
@@ -211,11 +284,13 @@ class Bridge:
     def leave(self, sink: Sink, channels: Iterable[str]) -> None:
         """Remove ``sink`` from all its ``channels``; unsubscribe channels nobody needs."""
         self._members.pop(sink, None)
+        self._positioned.discard(sink)
         for channel in channels:
             ch = self._channels.get(channel.encode())
             if ch is None:
                 continue
             ch.sinks.pop(sink, None)
+            ch.psinks.pop(sink, None)
             ch.joining.pop(sink, None)
             if ch.echoes:
                 ch.echoes.forget(sink)
@@ -239,19 +314,13 @@ class Bridge:
         if not echo and sink is not None:
             for channel in channels:
                 ch = self._channels.get(channel.encode())
-                if ch is not None and sink in ch.sinks:
+                if ch is not None and (sink in ch.sinks or sink in ch.psinks):
                     ch.echoes.add(sink, payload)
                     marked.append(ch)
         taken = fence(self.target)  # before the publication starts
         try:
             return await store.apublish(
-                async_client(self.target),
-                channels,
-                payload,
-                expire,
-                replicas=taken.replicas,
-                timeout=taken.timeout,
-                holds=taken.holds,
+                async_client(self.target), channels, payload, expire, fence=taken
             )
         except BaseException:
             for ch in marked:
@@ -280,12 +349,14 @@ class Bridge:
         self._outage.cancel()
         self._joiner.cancel()
         subscribed = any(ch.requested for ch in self._channels.values())
-        await self.subscriber.close(encode_command("UNSUBSCRIBE") if subscribed else None)
+        await self.subscriber.close(encode_command(self._UNSUBSCRIBE) if subscribed else None)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._channels.clear()
+        self._companions.clear()
         self._members.clear()
+        self._positioned.clear()
 
     # -- subscription bookkeeping -------------------------------------------
 
@@ -300,13 +371,17 @@ class Bridge:
             self._on_watch(ch.key.decode(), False)
         if ch.requested:
             ch.requested = False
-            self.subscriber.write(encode_command("UNSUBSCRIBE", ch.key))
+            self._subscribed -= 1
+            self._metrics.subscriptions(self._subscribed)
+            self.subscriber.write(encode_command(self._UNSUBSCRIBE, ch.key, ch.companion))
         if ch.pending_subs == 0:
             self._forget(ch)
 
     def _forget(self, ch: ChannelState) -> None:
         if self._channels.get(ch.key) is ch:
             del self._channels[ch.key]
+        if self._companions.get(ch.companion) is ch:
+            del self._companions[ch.companion]
         for waiter in ch.waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -316,15 +391,23 @@ class Bridge:
         for start in range(0, len(channels), SUBSCRIBE_CHUNK):
             chunk = channels[start : start + SUBSCRIBE_CHUNK]
             for ch in chunk:
+                if not ch.requested:
+                    self._subscribed += 1
                 ch.requested = True
                 ch.pending_subs += 1
-            self.subscriber.write(encode_command("SUBSCRIBE", *(ch.key for ch in chunk)))
+            # A channel and its positions in one command: subscribed together.
+            keys = [key for ch in chunk for key in (ch.key, ch.companion)]
+            self.subscriber.write(encode_command(self._SUBSCRIBE, *keys))
+        self._metrics.subscriptions(self._subscribed)
 
     # -- reading ------------------------------------------------------------
 
     def _on_push(self, value: list[Any]) -> None:
         """Handle a pub/sub frame other than a message (confirmations)."""
-        if value[0] == b"subscribe":
+        kind = value[0]
+        if kind == self._UNSUBSCRIBED:
+            self._unsubscribed(value[1])
+        elif kind == self._SUBSCRIBED:
             ch = self._channels.get(value[1])
             if ch is not None and ch.pending_subs:
                 ch.pending_subs -= 1
@@ -337,56 +420,142 @@ class Bridge:
                                 waiter.set_result(None)
                         ch.waiters.clear()
 
+    def _unsubscribed(self, key: bytes) -> None:
+        """An unsubscribe confirmation: nothing to do (a shard bridge overrides it)."""
+
     def _on_values(self, values: list[list[Any]]) -> None:
         """Handle the pub/sub frames of one read from Redis; runs of messages on
         one channel are fanned out together."""
         run_key: Any = None
         run: list[bytes] = []
+        run_positions: list[Position | None] = []
+        run_ch: ChannelState | None = None
+        companions = self._companions
+        message = self._MESSAGE
         for value in values:
-            if value[0] == b"message":
+            if value[0] == message:
                 key = value[1]
+                owner = companions.get(key)
+                if owner is not None:
+                    # The position of the message that follows on the channel.
+                    owner.next_position = value[2]
+                    continue
                 if key != run_key:
                     if run:
-                        self._fanout(run_key, run)
-                    run_key, run = key, []
+                        self._fanout(run_key, run, positions=run_positions)
+                    run_key, run, run_positions = key, [], []
+                    run_ch = self._channels.get(key)
                 run.append(value[2])
+                if run_ch is not None and run_ch.next_position is not None:
+                    try:
+                        run_positions.append(Position.parse(run_ch.next_position))
+                    except ValueError:
+                        run_positions.append(None)
+                    run_ch.next_position = None
+                else:
+                    run_positions.append(None)
                 continue
             if run:
-                self._fanout(run_key, run)
-                run_key, run = None, []
+                self._fanout(run_key, run, positions=run_positions)
+                run_key, run, run_positions = None, [], []
             self._on_push(value)
         if run:
-            self._fanout(run_key, run)
+            self._fanout(run_key, run, positions=run_positions)
 
     def _fanout(
-        self, key: bytes, payloads: list[bytes], messages: list[Outbound] | None = None
+        self,
+        key: bytes,
+        payloads: list[bytes],
+        messages: list[Outbound] | None = None,
+        *,
+        positions: list[Position | None] | None = None,
     ) -> None:
         ch = self._channels.get(key)
         if ch is None:
             return
+        if positions is None:
+            positions = [None] * len(payloads)
+        elif ch.position is not None:
+            newest = ch.position
+            if any(p is not None and p <= newest for p in positions):
+                # Older than what the channel delivered (a Redis that lags
+                # behind after a failover): never deliver it.
+                kept = []
+                for i, p in enumerate(positions):
+                    if p is None or p > newest:
+                        kept.append(i)
+                        newest = p or newest
+                payloads = [payloads[i] for i in kept]
+                positions = [positions[i] for i in kept]
+                messages = None if messages is None else [messages[i] for i in kept]
+                if not payloads:
+                    return
         for held in ch.joining.values():
-            held.extend(payloads)
-        if not ch.sinks:
+            held.extend(zip(payloads, positions, strict=True))
+        if not ch.sinks and not ch.psinks:
             return
+        timed = self._metrics.enabled and not self._timing
+        start = time.perf_counter() if timed else 0.0
         ch.last = payloads[-1]
-        if messages is None:
-            messages = [make_message(payload) for payload in payloads]
+        for position in reversed(positions):
+            if position is not None:
+                ch.position = position
+                break
         if ch.echoes:
             # Some sender must not get its own publication back: message by message.
-            for payload, message in zip(payloads, messages, strict=True):
-                self._deliver(ch, Batch([message]), ch.echoes.take(payload))  # type: ignore[arg-type]
+            for i, payload in enumerate(payloads):
+                skip: Any = ch.echoes.take(payload)
+                sent = 0
+                if ch.sinks:
+                    message = messages[i] if messages is not None else make_message(payload)
+                    sent += self._deliver(ch.sinks, ch, Batch([message]), skip)
+                if ch.psinks:
+                    framed = make_message(message_frame(ch.label, positions[i], payload))
+                    sent += self._deliver(ch.psinks, ch, Batch([framed]), skip)
+                self._metrics.delivered(sent, sent * len(payload))
         else:
-            self._deliver(ch, Batch(messages), None)
+            sent = 0
+            if ch.sinks:
+                if messages is None:
+                    messages = [make_message(payload) for payload in payloads]
+                sent += self._deliver(ch.sinks, ch, Batch(messages), None)
+            if ch.psinks:
+                label = ch.label
+                framed_messages = [
+                    make_message(message_frame(label, position, payload))
+                    for payload, position in zip(payloads, positions, strict=True)
+                ]
+                sent += self._deliver(ch.psinks, ch, Batch(framed_messages), None)
+            # Counted per fan-out, not per socket: the metrics stay off the hot loop.
+            self._metrics.delivered(sent * len(payloads), sent * sum(map(len, payloads)))
+        if timed:
+            # The outlets' flush was queued during the delivery: this callback runs
+            # after the frames of this read went out to every socket.
+            self._timing = True
+            self._loop.call_soon(self._fanout_done, start)
 
-    def _deliver(self, ch: ChannelState, batch: Batch, skip: Sink | None) -> None:
+    def _fanout_done(self, start: float) -> None:
+        self._timing = False
+        self._metrics.fanout_took_since(start)
+
+    def _deliver(
+        self,
+        sinks: dict[Sink, Callable[[Batch], None]],
+        ch: ChannelState,
+        batch: Batch,
+        skip: Sink | None,
+    ) -> int:
+        """Hand ``batch`` to every sink in ``sinks`` but ``skip``; return how many got it."""
         # One list per fan-out (a sink may leave while we deliver), and no
         # other allocation per socket: a fan-out to thousands stays cheap.
-        for deliver in list(ch.sinks.values()):
+        delivers = list(sinks.values())
+        for deliver in delivers:
             if skip is None or deliver.__self__ is not skip:  # type: ignore[attr-defined]
                 try:
                     deliver(batch)
                 except Exception:
                     logger.exception("Delivering messages on %r failed", ch.key)
+        return len(delivers) - (1 if skip is not None and skip in sinks else 0)
 
     # -- connection management ----------------------------------------------
 
@@ -394,6 +563,14 @@ class Bridge:
         reconnected = self._ever_connected
         self._ever_connected = self._up = True
         self._outage.end(len(self._channels))
+        self.health.up()
+        drops = self._loop.create_task(
+            self.health.check_output_buffer_drop(async_client(self.target))
+        )
+        self._background.add(drops)
+        drops.add_done_callback(self._background.discard)
+        if self.heartbeat is not None:
+            self.heartbeat.refresh_soon()
         # Other languages publish with persistence through this function; it
         # is gone after a restart of a Redis that keeps nothing on disk.
         task = self._loop.create_task(store.aload_function(async_client(self.target)))
@@ -409,13 +586,25 @@ class Bridge:
         """After a reconnect, rejoin every socket: what was stored while the
         connection was down reaches them, in order, without a duplicate."""
         keys_of: dict[Sink, list[bytes]] = {}
+        since_of: dict[Sink, dict[bytes, Position]] = {}
         for ch in channels:
-            for sink in [*ch.sinks, *ch.joining]:
+            for sink in [*ch.sinks, *ch.psinks, *ch.joining]:
                 ch.joining[sink] = []
                 keys_of.setdefault(sink, []).append(ch.key)
+                # Sockets with positions resume from what their channel delivered.
+                if sink in self._positioned and ch.position is not None:
+                    since_of.setdefault(sink, {})[ch.key] = ch.position
             ch.sinks.clear()
+            ch.psinks.clear()
+            ch.next_position = None
         for sink, keys in keys_of.items():
-            self._joiner.add(sink, keys, catch_up=True)
+            self._rejoin(sink, keys, since_of.get(sink))
+
+    def _rejoin(self, sink: Sink, keys: list[bytes], since: dict[bytes, Position] | None) -> None:
+        """Catch ``sink`` up on ``keys`` (a shard bridge also retries a failed catch-up)."""
+        self._joiner.add(
+            sink, keys, catch_up=True, positioned=sink in self._positioned, since=since
+        )
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
@@ -424,7 +613,10 @@ class Bridge:
 
     def _on_down(self, reason: str) -> None:
         was_up, self._up = self._up, False
-        error = RedisUnavailable(f"Redis at {self.target.describe()}: {reason}")
+        sentence = self.health.down(reason, self.subscriber.last_error)
+        error = RedisUnavailable(sentence)
+        self._subscribed = 0
+        self._metrics.subscriptions(0)
         for ch in list(self._channels.values()):
             ch.requested = False
             ch.pending_subs = 0
@@ -433,11 +625,12 @@ class Bridge:
                 if not waiter.done():
                     waiter.set_exception(error)
             ch.waiters.clear()
+            ch.next_position = None
             if not ch.wanted:
-                del self._channels[ch.key]
+                self._forget(ch)
         self._joiner.fail(error)
         if not self._closed:
-            self._outage.begin(reason, was_up=was_up)
+            self._outage.begin(sentence, was_up=was_up)
 
     def _give_up(self) -> None:
         for sink in self.members():

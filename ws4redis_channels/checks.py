@@ -35,16 +35,29 @@ SETTING_IDS = {
     "WS4REDIS_PUBLISH_BYTES_RATE": "E019",
     "WS4REDIS_PUBLISH_BYTES_BURST": "E020",
     "WS4REDIS_MAX_STORED_CHANNELS": "E021",
-    # E023-E029 were kept for settings of the same release (ids are never reused).
+    "WS4REDIS_HISTORY_SIZE": "E023",
+    "WS4REDIS_HISTORY_TTL": "E024",
+    # E025-E029 were kept for settings of the same release (ids are never reused).
     "WS4REDIS_SUBPROTOCOLS": "E030",
     "WEBSOCKET_HOST": "E031",
+    # Settings of the operations tools; the project around the app is checked
+    # in project_checks.py (E1xx/W1xx).
+    "WS4REDIS_METRICS": "E050",
+    "WS4REDIS_STATUS_INTERVAL": "E051",
+    # Redis Cluster settings: E060 onwards.
+    "WS4REDIS_CLUSTER_PLAIN_PUBLISH": "E060",
 }
 
 # Checks of several settings together.
 BYTES_BURST_BELOW_MESSAGE_SIZE = "ws4redis_channels.E022"
 
 
-@checks.register()
+#: The tag of every check here: ``manage.py check --tag ws4redis_channels``.
+TAG = "ws4redis_channels"
+ACCELERATION_UNTESTED = "ws4redis_channels.W040"
+
+
+@checks.register(TAG)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report every setting of ws4redis_channels that has a wrong value."""
     messages: list[checks.CheckMessage] = []
@@ -55,6 +68,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 parse_target(value)
         except (ImproperlyConfigured, ValueError, TypeError) as exc:
             messages.append(checks.Error(str(exc), id=f"ws4redis_channels.{number}"))
+    messages.extend(_check_cluster())
     try:
         burst, size = conf.WS4REDIS_PUBLISH_BYTES_BURST, conf.WS4REDIS_MAX_MESSAGE_SIZE
         limited = conf.WS4REDIS_PUBLISH_BYTES_RATE > 0
@@ -87,7 +101,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return messages
 
 
-@checks.register(deploy=True)
+@checks.register(TAG, checks.Tags.compatibility)
+def check_accelerations(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn when a daphne/autobahn/Twisted/channels release is outside the tested range:
+    the accelerations that rely on it are off (the app works through plain ASGI)."""
+    from .accelerator import status
+
+    off = {
+        name: entry["reason"]
+        for name, entry in status().items()
+        if not entry["on"] and "outside the tested range" in entry["reason"]
+    }
+    if not off:
+        return []
+    reasons = sorted(set(off.values()))
+    return [
+        checks.Warning(
+            f"{'; '.join(reasons)}: accelerations off: {', '.join(off)}",
+            hint="Install a release in the range ws4redis_channels declares "
+            "(pyproject.toml), or accept plain ASGI speed; nothing else changes.",
+            id=ACCELERATION_UNTESTED,
+        )
+    ]
+
+
+@checks.register(TAG, deploy=True)
 def check_naming_in_redis(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """With ``check --deploy``: warn when Redis holds names of another naming or prefix.
 
@@ -116,3 +154,21 @@ def check_naming_in_redis(app_configs: Any = None, **kwargs: Any) -> list[checks
             id="ws4redis_channels.W030",
         )
     ]
+
+
+def _check_cluster() -> list[checks.CheckMessage]:
+    try:
+        cluster = parse_target(conf.WS4REDIS_CONNECTION).cluster
+        plain = conf.WS4REDIS_CLUSTER_PLAIN_PUBLISH
+    except (ImproperlyConfigured, ValueError, TypeError):
+        return []  # reported above
+    if plain and not cluster:
+        return [
+            checks.Warning(
+                "WS4REDIS_CLUSTER_PLAIN_PUBLISH is True, but WS4REDIS_CONNECTION is not a "
+                "Redis Cluster: it has no effect (a single Redis always delivers PUBLISH)",
+                hint="Remove the setting, or name the cluster with redis+cluster://host:port/.",
+                id="ws4redis_channels.W060",
+            )
+        ]
+    return []

@@ -44,6 +44,11 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_ALLOWED_ORIGINS": None,
     "WS4REDIS_DIRECT_WRITES": True,
     "WS4REDIS_SUBPROTOCOLS": None,
+    "WS4REDIS_HISTORY_SIZE": 0,
+    "WS4REDIS_HISTORY_TTL": 300,
+    "WS4REDIS_METRICS": True,
+    "WS4REDIS_STATUS_INTERVAL": 5.0,
+    "WS4REDIS_CLUSTER_PLAIN_PUBLISH": False,
 }
 
 
@@ -90,10 +95,18 @@ class Settings:
     def WS4REDIS_CONNECTION(self) -> str | Mapping[str, Any]:
         value = _get("WS4REDIS_CONNECTION")
         if isinstance(value, str):
-            if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            schemes = (
+                "redis://",
+                "rediss://",
+                "unix://",
+                "redis+sentinel://",
+                "redis+cluster://",
+                "rediss+cluster://",
+            )
+            if not value.startswith(schemes):
                 raise ImproperlyConfigured(
-                    "WS4REDIS_CONNECTION must be a redis://, rediss://, unix:// or "
-                    f"redis+sentinel:// URL, or a dict; got {value!r}"
+                    "WS4REDIS_CONNECTION must be a redis://, rediss://, unix://, "
+                    f"redis+sentinel:// or redis+cluster:// URL, or a dict; got {value!r}"
                 )
             return value
         if not isinstance(value, Mapping):
@@ -109,6 +122,11 @@ class Settings:
             return ""
         if not isinstance(value, str):
             raise ImproperlyConfigured(f"WS4REDIS_PREFIX must be a str or None, got {value!r}")
+        if "{" in value or "}" in value:
+            raise ImproperlyConfigured(
+                f"WS4REDIS_PREFIX must not contain '{{' or '}}' (Redis Cluster hash tags), "
+                f"got {value!r}"
+            )
         return value
 
     @property
@@ -124,6 +142,14 @@ class Settings:
     @property
     def WS4REDIS_EXPIRE(self) -> int:
         return int(_number("WS4REDIS_EXPIRE", integer=True))
+
+    @property
+    def WS4REDIS_HISTORY_SIZE(self) -> int:
+        return int(_number("WS4REDIS_HISTORY_SIZE", integer=True))
+
+    @property
+    def WS4REDIS_HISTORY_TTL(self) -> int:
+        return int(_number("WS4REDIS_HISTORY_TTL", integer=True, positive=True))
 
     @property
     def WS4REDIS_HEARTBEAT(self) -> str | None:
@@ -234,6 +260,26 @@ class Settings:
         if not isinstance(value, bool):
             raise ImproperlyConfigured(
                 f"WS4REDIS_DIRECT_WRITES must be True or False, got {value!r}"
+            )
+        return value
+
+    @property
+    def WS4REDIS_METRICS(self) -> bool:
+        value = _get("WS4REDIS_METRICS")
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(f"WS4REDIS_METRICS must be True or False, got {value!r}")
+        return value
+
+    @property
+    def WS4REDIS_STATUS_INTERVAL(self) -> float:
+        return float(_number("WS4REDIS_STATUS_INTERVAL"))
+
+    @property
+    def WS4REDIS_CLUSTER_PLAIN_PUBLISH(self) -> bool:
+        value = _get("WS4REDIS_CLUSTER_PLAIN_PUBLISH")
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_CLUSTER_PLAIN_PUBLISH must be True or False, got {value!r}"
             )
         return value
 

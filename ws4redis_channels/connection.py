@@ -3,14 +3,24 @@
 ``WS4REDIS_CONNECTION`` is either the dict django-websocket-redis used
 (``host``, ``port``, ``db``, ``password``, ``unix_socket_path``; plus
 ``username``, ``ssl``, ``sentinels``, ``service_name``, ``sentinel_password``)
-or a URL: ``redis://``, ``rediss://``, ``unix://`` or
-``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``.
+or a URL: ``redis://``, ``rediss://``, ``unix://``,
+``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` or, for a
+Redis Cluster, ``redis+cluster://[:password@]host:port[,host:port...]/``
+(``rediss+cluster://`` with TLS; the dict form: ``{"cluster": True,
+"startup_nodes": [("host", port), ...]}`` or ``host``/``port`` of one node).
+
+A cluster target's command clients are redis-py ``RedisCluster`` instances
+(they route each command to the primary of its key's slot and follow
+``MOVED``); they are returned with the static type of a plain client because
+the commands the app uses have the same signatures. Use :func:`is_cluster`
+where the two differ (multi-key commands, pipelines, pub/sub).
 
 ``wait_replicas`` and ``wait_timeout`` (URL query or dict keys) say how many
 replicas must confirm each publication (Redis ``WAIT``) before it counts as
 published: 1 by default with Sentinel, 0 otherwise. With Sentinel, a
 :class:`~ws4redis_channels.sentinel.SentinelWatcher` makes every client of
-this module follow a failover at once (:func:`follow_master`).
+this module follow a failover at once (:func:`follow_master`); see also
+:mod:`ws4redis_channels.fence`.
 
 Errors of the Redis client are re-raised at this boundary as the app's own
 (:func:`redis_errors`): :class:`~ws4redis_channels.exceptions.RedisTimeout`,
@@ -33,13 +43,15 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.retry
 import redis.asyncio.sentinel
+import redis.cluster
 import redis.retry
 import redis.sentinel
 from redis.backoff import NoBackoff
@@ -48,11 +60,11 @@ from .exceptions import RedisCommandError, RedisTimeout, RedisUnavailable, WS4Re
 from .sentinel import Master, SentinelWatcher, discover_master, watcher
 
 __all__ = [
-    "Fence",
     "RedisTarget",
     "async_client",
-    "fence",
+    "current_watcher",
     "follow_master",
+    "is_cluster",
     "parse_target",
     "redis_errors",
     "resolve_address",
@@ -70,7 +82,7 @@ CONNECT_TIMEOUT = 5.0
 
 @dataclass(frozen=True)
 class RedisTarget:
-    """A parsed ``WS4REDIS_CONNECTION``: one server, or a Sentinel-monitored service."""
+    """A parsed ``WS4REDIS_CONNECTION``: one server, a Sentinel-monitored service, or a cluster."""
 
     host: str = "localhost"
     port: int = 6379
@@ -82,9 +94,19 @@ class RedisTarget:
     sentinels: tuple[tuple[str, int], ...] = ()
     service_name: str | None = None
     sentinel_password: str | None = None
+    # Redis Cluster: the nodes to discover the cluster from (any live one will do).
+    cluster: bool = False
+    startup_nodes: tuple[tuple[str, int], ...] = ()
+
     # Replicas that must confirm a publication (None: 1 with Sentinel, else 0).
     wait_replicas: int | None = None
     wait_timeout: float = 1.0
+
+    def node(self, host: str, port: int) -> RedisTarget:
+        """Return the target of one node of this cluster (same credentials and TLS)."""
+        return RedisTarget(
+            host=host, port=port, username=self.username, password=self.password, ssl=self.ssl
+        )
 
     @property
     def replicas(self) -> int:
@@ -95,12 +117,52 @@ class RedisTarget:
 
     def describe(self) -> str:
         """Return where this target points, without credentials, for log lines."""
+        if self.cluster:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.startup_nodes)
+            return f"cluster {hosts}"
         if self.sentinels:
             hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
             return f"sentinel {hosts} service {self.service_name!r}"
         if self.path:
             return f"unix:{self.path}"
         return f"{'rediss' if self.ssl else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int]:
+    item = item.strip()
+    if item.startswith("["):  # [ipv6]:port
+        host, _, rest = item[1:].partition("]")
+        return host, int(rest.lstrip(":") or default_port)
+    host, sep, port = item.rpartition(":")
+    if not sep:
+        return item, default_port
+    return host, int(port)
+
+
+def _cluster_nodes(value: Any) -> tuple[tuple[str, int], ...]:
+    if isinstance(value, str):
+        raise ValueError(
+            f"WS4REDIS_CONNECTION: 'startup_nodes' must be a list such as "
+            f"[('host', 7000), 'host:7001'], got the string {value!r}"
+        )
+    nodes = []
+    for item in value or ():
+        if isinstance(item, str):
+            nodes.append(_host_port(item, 6379))
+        elif isinstance(item, Mapping):
+            nodes.append((str(item.get("host") or "localhost"), int(item.get("port") or 6379)))
+        else:
+            host, port = item
+            nodes.append((str(host), int(port)))
+    return tuple(nodes)
+
+
+def _check_cluster_db(db: int, where: str) -> None:
+    if db != 0:
+        raise ValueError(
+            f"{where} selects database {db}, but a Redis Cluster has only database 0: "
+            "remove the database number (use WS4REDIS_PREFIX to separate applications)"
+        )
 
 
 @contextlib.contextmanager
@@ -131,10 +193,6 @@ def _parse_url(url: str) -> RedisTarget:
     password = unquote(parsed.password) if parsed.password else None
     db = int(query.get("db", 0))
     waits = _waits(query)
-    if parsed.scheme == "unix":
-        return RedisTarget(
-            path=unquote(parsed.path), db=db, username=username, password=password, **waits
-        )
     if parsed.scheme == "redis+sentinel":
         netloc = parsed.netloc.rpartition("@")[2]
         sentinels = []
@@ -153,15 +211,38 @@ def _parse_url(url: str) -> RedisTarget:
             sentinel_password=query.get("sentinel_password"),
             **waits,
         )
-    if parsed.scheme not in ("redis", "rediss"):
+    if parsed.scheme in ("redis+cluster", "rediss+cluster"):
+        netloc = parsed.netloc.rpartition("@")[2]
+        nodes = tuple(_host_port(item, 6379) for item in netloc.split(",") if item.strip())
+        if not nodes:
+            raise ValueError(f"redis+cluster URL {url!r} names no node: add host:port")
+        path_db = parsed.path.strip("/")
+        _check_cluster_db(int(query["db"]) if "db" in query else int(path_db or 0), repr(url))
+        if "wait_replicas" in query:
+            raise ValueError(
+                f"{url!r}: wait_replicas is not supported on a Redis Cluster (WAIT cannot "
+                "follow each channel to its shard); remove it"
+            )
+        return RedisTarget(
+            host=nodes[0][0],
+            port=nodes[0][1],
+            username=username,
+            password=password,
+            ssl=parsed.scheme == "rediss+cluster",
+            cluster=True,
+            startup_nodes=nodes,
+        )
+    if parsed.scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"unsupported Redis URL scheme in {url!r}")
-    path_db = parsed.path.strip("/")
+    # redis-py's own parsing: percent-decoding, the db in the path or the query.
+    options = redis.connection.parse_url(url)
     return RedisTarget(
-        host=parsed.hostname or "localhost",
-        port=parsed.port or 6379,
-        db=int(query["db"]) if "db" in query else int(path_db or 0),
-        username=username,
-        password=password,
+        host=options.get("host") or "localhost",
+        port=int(options.get("port") or 6379),
+        path=options.get("path"),
+        db=int(options.get("db") or 0),
+        username=options.get("username") or None,
+        password=options.get("password") or None,
         ssl=parsed.scheme == "rediss",
         **waits,
     )
@@ -194,6 +275,35 @@ def parse_target(value: str | Mapping[str, Any]) -> RedisTarget:
     if isinstance(value, str):
         return _parse_url(value)
     sentinels = tuple((str(h), int(p)) for h, p in value.get("sentinels") or ())
+    if value.get("cluster"):
+        if sentinels:
+            raise ValueError(
+                "WS4REDIS_CONNECTION names both sentinels and a cluster: Redis Cluster "
+                "fails over by itself, remove 'sentinels'"
+            )
+        if value.get("unix_socket_path") or value.get("path"):
+            raise ValueError(
+                "WS4REDIS_CONNECTION: a cluster is reached over TCP; replace "
+                "'unix_socket_path' with 'startup_nodes' or 'host'/'port'"
+            )
+        _check_cluster_db(int(value.get("db") or 0), "WS4REDIS_CONNECTION")
+        if value.get("wait_replicas"):
+            raise ValueError(
+                "WS4REDIS_CONNECTION: wait_replicas is not supported on a Redis Cluster "
+                "(WAIT cannot follow each channel to its shard); remove it"
+            )
+        nodes = _cluster_nodes(value.get("startup_nodes"))
+        if not nodes:
+            nodes = ((str(value.get("host") or "localhost"), int(value.get("port") or 6379)),)
+        return RedisTarget(
+            host=nodes[0][0],
+            port=nodes[0][1],
+            username=value.get("username"),
+            password=value.get("password"),
+            ssl=bool(value.get("ssl", False)),
+            cluster=True,
+            startup_nodes=nodes,
+        )
     return RedisTarget(
         host=str(value.get("host") or "localhost"),
         port=int(value.get("port") or 6379),
@@ -241,7 +351,23 @@ _sync_clients: dict[tuple[RedisTarget, int], redis.Redis] = {}
 _sync_lock = threading.Lock()
 
 
-def _watcher(target: RedisTarget) -> SentinelWatcher:
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` (from :func:`sync_client`/:func:`async_client`) is a cluster client."""
+    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
+
+
+def _cluster_kwargs(target: RedisTarget, *, asynchronous: bool = False) -> dict[str, Any]:
+    # ``retry`` becomes the cluster client's own (no second run of a
+    # publication after a lost connection); redirections are followed anyway.
+    kwargs = _client_kwargs(target, asynchronous=asynchronous)
+    del kwargs["db"]
+    kwargs["ssl"] = target.ssl
+    kwargs["max_connections"] = MAX_CONNECTIONS
+    return kwargs
+
+
+def current_watcher(target: RedisTarget) -> SentinelWatcher:
+    """Return this process's watcher of the Sentinel-monitored ``target`` (started on first use)."""
     return watcher(target.sentinels, target.service_name or "", password=target.sentinel_password)
 
 
@@ -255,10 +381,10 @@ class _FollowingSentinel(redis.sentinel.Sentinel):
     def __init__(self, target: RedisTarget) -> None:
         super().__init__(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target))
         self.target = target
-        self.watcher = _watcher(target)
+        self.watcher = current_watcher(target)
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
-        found = _watcher(self.target)  # this process's, also after a fork
+        found = current_watcher(self.target)  # this process's, also after a fork
         master = found.master or found.wait_known(CONNECT_TIMEOUT)
         if master is not None:
             return master.address
@@ -271,10 +397,10 @@ class _AsyncFollowingSentinel(redis.asyncio.sentinel.Sentinel):
     def __init__(self, target: RedisTarget) -> None:
         super().__init__(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target))
         self.target = target
-        self.watcher = _watcher(target)
+        self.watcher = current_watcher(target)
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
-        master = _watcher(self.target).master
+        master = current_watcher(self.target).master
         if master is None:
             master = await _discover(self.target)
         return master.address
@@ -304,7 +430,8 @@ def _drop_async_connections(
 def _drop_sync_connections(pool: Any) -> Any:
     def listener(master: Master) -> None:
         # A connection to the old master that is given back is closed, not reused.
-        pool.proxy.master_address = master.address
+        # (redis-py 5.1+ keeps the address on a proxy object; older, on the pool.)
+        getattr(pool, "proxy", pool).master_address = master.address
         pool.disconnect()
 
     return listener
@@ -328,7 +455,15 @@ def async_client(target: RedisTarget) -> redis.asyncio.Redis:
     client = clients.get(target)
     if client is None:
         kwargs = _client_kwargs(target, asynchronous=True)
-        if target.sentinels:
+        if target.cluster:
+            cluster = redis.asyncio.cluster.RedisCluster(
+                startup_nodes=[
+                    redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.startup_nodes
+                ],
+                **_cluster_kwargs(target, asynchronous=True),
+            )
+            client = cast(redis.asyncio.Redis, cluster)
+        elif target.sentinels:
             sentinel = _AsyncFollowingSentinel(target)
             client = sentinel.master_for(
                 target.service_name or "", max_connections=MAX_CONNECTIONS, **kwargs
@@ -364,7 +499,15 @@ def sync_client(target: RedisTarget) -> redis.Redis:
         client = _sync_clients.get(key)
         if client is None:
             kwargs = _client_kwargs(target)
-            if target.sentinels:
+            if target.cluster:
+                cluster = redis.cluster.RedisCluster(
+                    startup_nodes=[
+                        redis.cluster.ClusterNode(h, p) for h, p in target.startup_nodes
+                    ],
+                    **_cluster_kwargs(target),
+                )
+                client = cast(redis.Redis, cluster)
+            elif target.sentinels:
                 sentinel = _FollowingSentinel(target)
                 client = sentinel.master_for(
                     target.service_name or "", max_connections=MAX_CONNECTIONS, **kwargs
@@ -385,43 +528,11 @@ def sync_client(target: RedisTarget) -> redis.Redis:
 async def resolve_address(target: RedisTarget) -> tuple[str, int] | str:
     """Return ``(host, port)`` or a unix socket path of the current master."""
     if target.sentinels:
-        master = _watcher(target).master or await _discover(target)
+        master = current_watcher(target).master or await _discover(target)
         return master.address
     if target.path:
         return target.path
     return target.host, target.port
-
-
-@dataclass(frozen=True)
-class Fence:
-    """What a publication needs to count as published: replicas that confirm it, and a
-    master that did not move while it ran."""
-
-    replicas: int
-    timeout: float
-    watcher: SentinelWatcher | None = None
-    generation: int = 0
-
-    def holds(self) -> bool:
-        """True if Sentinel did not move the master since the fence was taken."""
-        return self.watcher is None or self.watcher.generation == self.generation
-
-
-def fence(target: RedisTarget) -> Fence:
-    """Return the fence of a publication to ``target``, to take before it starts.
-
-    With Sentinel, the replicas to wait for are capped by the healthy replicas
-    Sentinel sees: after a failover the new master has none until the old one
-    rejoins, and it must still take writes (no replica, no promotion that
-    could discard them).
-    """
-    if not target.sentinels:
-        return Fence(target.replicas, target.wait_timeout)
-    found = _watcher(target)
-    generation = found.generation
-    master = found.master
-    replicas = target.replicas if master is None else min(target.replicas, master.replicas)
-    return Fence(replicas, target.wait_timeout, found, generation)
 
 
 def follow_master(target: RedisTarget, listener: Callable[[Master], None]) -> Callable[[], None]:
@@ -431,7 +542,7 @@ def follow_master(target: RedisTarget, listener: Callable[[Master], None]) -> Ca
     """
     if not target.sentinels:
         return lambda: None
-    return _watcher(target).add_listener(listener)
+    return current_watcher(target).add_listener(listener)
 
 
 def ssl_context(target: RedisTarget) -> ssl_module.SSLContext | None:

@@ -25,6 +25,7 @@ from . import patience
 from .accelerator import (
     CloseGate,
     bound_fragmented_messages,
+    close_with_reason,
     daphne_protocol,
     pause_reading,
     raw_send,
@@ -43,12 +44,15 @@ from .access import (
 from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
 from .conf import conf
-from .exceptions import InvalidName, RedisError, RedisUnavailable
+from .exceptions import InvalidName, RedisError
+from .frames import Batch, make_message
 from .intake import current_intake
 from .limits import PublishLimits, identity_key, process_limits
 from .logs import describe_socket, escaped
+from .metrics import recorder
 from .names import Audience, Target, channel_for, validate_facility
 from .outlet import Outlet
+from .positions import Position, channel_label, parse_since, wants_positions
 from .runtime import current_bridge, current_relay
 from .subprotocols import offered_subprotocols, select_subprotocol
 
@@ -67,8 +71,8 @@ def _subprotocol(scope: dict[str, Any]) -> str | None:
     if offered and chosen is None:
         logger.warning(
             "Websocket %s offered subprotocols %s, none in WS4REDIS_SUBPROTOCOLS",
-            scope.get("path", ""),
-            ", ".join(repr(name) for name in offered[:5]),
+            describe_socket(scope),
+            ", ".join(escaped(name, 60) for name in offered[:5]),
         )
     return chosen
 
@@ -110,6 +114,12 @@ class _LeanConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     def cleanup(self) -> None:
         """Release what the socket holds; called once the consumer ends, however it ends."""
 
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        # daphne drops the reason of an ASGI close: send the close frame ourselves.
+        if type(code) is int and reason and close_with_reason(self.base_send, code, reason):
+            return
+        await super().close(code=code, reason=reason)
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, message["type"].replace(".", "_"), None)
         if handler is None:
@@ -129,6 +139,7 @@ class WebsocketConsumer(_LeanConsumer):
         super().__init__(*args, **kwargs)
         self.subscribe_channels = []
         self.publish_channels = []
+        self._labels: dict[str, str] = {}
         self._bridge: Bridge | None = None
         self._outlet: Outlet | None = None
         self._closing = False
@@ -138,6 +149,7 @@ class WebsocketConsumer(_LeanConsumer):
         # Whom the publish limits count this socket's frames against (limits.py).
         self._publisher = ""
         self._protocol: Any = None  # daphne's, when there is one (accelerator.py)
+        self._open = False  # counted in the open sockets gauge
 
     # -- handshake ----------------------------------------------------------
 
@@ -148,16 +160,18 @@ class WebsocketConsumer(_LeanConsumer):
             logger.warning(
                 "Refused websocket %s with 403: %s", self._where(), escaped(exc or "denied", 500)
             )
+            recorder().handshake(403)
             await self.close()  # before accept: daphne answers 403
             return
         except ImproperlyConfigured as exc:
             logger.error("Refused websocket %s with 403: %s", self._where(), escaped(exc, 500))
+            recorder().handshake(403)
             await self.close()
             return
         except _Refusal as refusal:
             await self._refuse(refusal.code, str(refusal))
             return
-        except RedisUnavailable as exc:
+        except RedisError as exc:  # RedisUnavailable, RedisTimeout, RedisCommandError
             await self._refuse(CloseCode.REDIS_UNAVAILABLE, str(exc))
             return
         except SuspiciousOperation as exc:
@@ -221,6 +235,7 @@ class WebsocketConsumer(_LeanConsumer):
                 # An anonymous publisher with a saved session is limited by it.
                 session = (await resolve_identity(scope, session=True)).session
             self._publisher = identity_key(identity.user, session, scope.get("client"))
+        labels, since = self._positions(scope.get("query_string", b""))
 
         # Subscribe before accepting: once the client sees the socket open,
         # everything published from then on reaches it. The outlet holds the
@@ -233,7 +248,7 @@ class WebsocketConsumer(_LeanConsumer):
             direct_writes=conf.WS4REDIS_DIRECT_WRITES,
         )
         self._bridge = current_bridge()
-        await self._bridge.join(self._outlet, self.subscribe_channels)
+        await self._bridge.join(self._outlet, self.subscribe_channels, labels=labels, since=since)
         if self.subscribe_channels:
             relay = current_relay()
             if relay is not None:
@@ -248,11 +263,30 @@ class WebsocketConsumer(_LeanConsumer):
         await self.accept(_subprotocol(self.scope))
         self._accepted = True
         self._outlet.release()
+        metrics = recorder()
+        metrics.handshake(None)
+        metrics.socket_opened()
+        self._open = True
         # Frames sent before the client's close are published before it is answered.
         self._close_gate = CloseGate.install(self.base_send)
         # A message in 1-byte fragments must not cost 40 bytes of memory per byte.
         self._protocol = daphne_protocol(raw_send(self.base_send))
         bound_fragmented_messages(self._protocol)
+
+    def _positions(
+        self, query_string: bytes
+    ) -> tuple[dict[str, str] | None, dict[str, Position] | None]:
+        """The labels of the subscribed channels and the positions presented, if the
+        socket asked for positions (see positions.py)."""
+        if not wants_positions(query_string):
+            return None, None
+        try:
+            presented = parse_since(query_string)
+        except ValueError as exc:
+            raise _Refusal(CloseCode.BAD_REQUEST, str(exc)) from None
+        labels = {c: self._labels[c] for c in self.subscribe_channels}
+        since = {c: presented[label] for c, label in labels.items() if label in presented}
+        return labels, since
 
     def _check_identity(self, flags: list[str], identity: Identity) -> None:
         for flag in flags:
@@ -280,7 +314,9 @@ class WebsocketConsumer(_LeanConsumer):
         channels: dict[str, None] = {}
         for target in targets:
             try:
-                channels[channel_for(target, prefix=prefix, naming=naming)] = None
+                channel = channel_for(target, prefix=prefix, naming=naming)
+                channels[channel] = None
+                self._labels[channel] = channel_label(target)
             except InvalidName as exc:
                 # e.g. a user named "_broadcast_": never alias another audience.
                 code = (
@@ -301,6 +337,7 @@ class WebsocketConsumer(_LeanConsumer):
         if self._closing:
             return
         self._closing = True
+        recorder().handshake(int(code))
         self._leave()
         if not self._accepted:
             self._accepted = True
@@ -320,7 +357,7 @@ class WebsocketConsumer(_LeanConsumer):
         if text is not None:
             heartbeat = conf.WS4REDIS_HEARTBEAT
             if heartbeat is not None and text == heartbeat:
-                await self.base_send({"type": "websocket.send", "text": heartbeat})
+                await self._answer_heartbeat(heartbeat)
                 return
             payload = text.encode("utf-8")
         else:
@@ -341,7 +378,7 @@ class WebsocketConsumer(_LeanConsumer):
             self._publisher,
             len(payload),
             _publish_limits(expire),
-            self.publish_channels if expire > 0 else (),
+            self.publish_channels,
         )
         if refused is not None:
             await self._close_with(CloseCode.RATE_LIMITED, refused)
@@ -366,8 +403,26 @@ class WebsocketConsumer(_LeanConsumer):
                 expire,
                 echo=self.echo,
             )
+            recorder().published(len(self.publish_channels), "socket")
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             await self._close_with(CloseCode.REDIS_UNAVAILABLE, f"publishing failed: {exc!r}")
+
+    async def _answer_heartbeat(self, heartbeat: str) -> None:
+        # Through the outlet: the reply counts against the outbound bound (a
+        # flood from a client that never reads ends with 4507), and like any
+        # frame against the rate limit.
+        # A socket that may not publish has no identity key: it is limited on its own.
+        who = self._publisher or f"socket:{id(self)}"
+        refused = process_limits().check(who, len(heartbeat), _publish_limits(0))
+        if refused is not None:
+            await self._close_with(CloseCode.RATE_LIMITED, f"heartbeats: {refused}")
+            return
+        if self._outlet is not None:
+            try:
+                self._outlet.deliver(Batch([make_message(heartbeat.encode("utf-8"))]))
+            except Exception as exc:
+                # The client closed right after its heartbeat: nothing is wrong.
+                logger.debug("Heartbeat reply to %s not sent: %r", self._where(), exc)
 
     # -- closing ------------------------------------------------------------
 
@@ -379,6 +434,7 @@ class WebsocketConsumer(_LeanConsumer):
         )
         self._closing = True
         self._leave()
+        recorder().closed(int(code))
         await self.close(code=int(code), reason=CLOSE_REASONS[code][:120])
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -398,6 +454,9 @@ class WebsocketConsumer(_LeanConsumer):
             self._close_gate = None
 
     def _leave(self) -> None:
+        if self._open:
+            self._open = False
+            recorder().socket_closed()
         if self._bridge is not None and self._outlet is not None:
             self._bridge.leave(self._outlet, self.subscribe_channels)
             self._outlet.stop()
@@ -430,7 +489,9 @@ def _publish_limits(expire: int) -> PublishLimits:
         byte_rate=conf.WS4REDIS_PUBLISH_BYTES_RATE,
         byte_burst=conf.WS4REDIS_PUBLISH_BYTES_BURST,
         max_stored_channels=conf.WS4REDIS_MAX_STORED_CHANNELS,
-        store_window=float(expire),
+        # Every publication leaves the channel's position (and its stored
+        # message, its history) in Redis for the longer of the two.
+        store_window=float(max(expire, conf.WS4REDIS_HISTORY_TTL)),
     )
 
 
@@ -442,6 +503,7 @@ class NoRouteConsumer(_LeanConsumer):
             "Closing websocket %s with 4404: no websocket endpoint at this path",
             describe_socket(self.scope),
         )
+        recorder().handshake(int(CloseCode.NOT_FOUND))
         await self.accept(_subprotocol(self.scope))
         await self.close(code=int(CloseCode.NOT_FOUND), reason=CLOSE_REASONS[CloseCode.NOT_FOUND])
 

@@ -36,6 +36,7 @@ class WebsocketAuthMiddleware:
         self.inner = inner
         # channels' matching rules (wildcards, ports, schemes), without its layer.
         self._origins = OriginValidator(None, allowed_origins)
+        self._allowed = list(allowed_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
         try:
@@ -68,10 +69,15 @@ class WebsocketAuthMiddleware:
                 except (UnicodeDecodeError, ValueError):
                     origin = None
         if not self._origins.valid_origin(origin):
+            from .metrics import recorder
+
+            recorder().handshake(403)
             logger.warning(
-                "Refused websocket %s with 403: origin %s is not allowed",
+                "Refused websocket %s with 403: origin %s is not allowed (allowed: %s); "
+                "add it to WS4REDIS_ALLOWED_ORIGINS, or its host to ALLOWED_HOSTS",
                 describe_socket(scope),
-                "(none)" if raw_origin is None else escaped(raw_origin),
+                "(none sent)" if raw_origin is None else repr(escaped(raw_origin)),
+                ", ".join(self._allowed) or "nothing: ALLOWED_HOSTS is empty",
             )
             return None
         scope = dict(scope, cookies=cookies)

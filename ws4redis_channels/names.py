@@ -43,6 +43,7 @@ __all__ = [
     "Target",
     "channel_for",
     "channels_for",
+    "companion_key",
     "group_for",
     "parse_channel",
     "validate_facility",
@@ -130,6 +131,10 @@ def validate_identity(audience: Audience, identity: str, naming: Naming = Naming
         )
     if _CONTROL_RE.search(identity):
         raise InvalidName(f"{label} name {identity!r} contains control characters")
+    if "{" in identity or "}" in identity:
+        # Braces would make a Redis Cluster hash tag of part of a key name and
+        # split a channel's keys over slots (see :func:`companion_key`).
+        raise InvalidName(f"{label} name {identity!r} contains '{{' or '}}'")
     if audience is Audience.SESSION:
         if not _SESSION_KEY_RE.fullmatch(identity):
             raise InvalidName(
@@ -158,6 +163,8 @@ def channel_for(
 ) -> str:
     """Return the Redis channel (and persistence key) of ``target``."""
     facility = validate_facility(target.facility)
+    if "{" in prefix or "}" in prefix:
+        raise InvalidName(f"prefix {prefix!r} contains '{{' or '}}'")
     head = f"{prefix}:" if prefix else ""
     audience = target.audience
     if audience is Audience.BROADCAST:
@@ -173,6 +180,15 @@ def channel_for(
     if audience is Audience.GROUP:
         return f"{head}{GROUP_MARK}:{identity}:{facility}"
     return f"{head}{identity}:{facility}"
+
+
+def companion_key(channel: str, kind: str) -> str:
+    """Return the name of a key that belongs to ``channel``: ``{<channel>}:<kind>``.
+
+    The whole channel name is the key's Redis Cluster hash tag, so every key of
+    a channel lives in the slot of the channel's own key (which has no braces).
+    """
+    return f"{{{channel}}}:{kind}"
 
 
 def channels_for(

@@ -4,7 +4,7 @@ The bridge fans a message out to many sockets from one loop over their
 :class:`Outlet` objects, without a task per socket. Two ways out exist:
 
 * Under daphne, on a plain TCP connection, frames are written straight to the
-  socket (:class:`~ws4redis_channels.accelerator.DirectWriter`). Messages
+  socket (:class:`~ws4redis_channels.accelerator.DaphneSocket`). Messages
   delivered while the loop runs one callback (e.g. every message of one read
   from Redis) are gathered per socket and written with one ``send`` when the
   callback is over: a burst costs one system call per socket, not one per
@@ -15,9 +15,11 @@ The bridge fans a message out to many sockets from one loop over their
   and further messages queue behind it.
 
 Either way the bytes waiting for a client are bounded: the queue here and,
-under daphne, Twisted's write buffer for the socket. Past ``max_buffer``
-bytes the socket is reported as too slow (closed with 4507), so a client that
-stops reading costs the server a bounded amount of memory.
+under daphne, Twisted's write buffer for the socket (pongs included). Past
+``max_buffer`` bytes the socket is reported as too slow (closed with 4507), so
+a client that stops reading costs the server a bounded amount of memory.
+
+Never mute: if the fast path fails, the socket's messages go through ASGI.
 """
 
 from __future__ import annotations
@@ -29,17 +31,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .accelerator import (
-    DirectWriter,
-    Send,
-    daphne_protocol,
-    prefer_close_frames,
-    queued_bytes,
-    raw_send,
-    release_handshake_data,
-    send_going_away,
-    twisted_transport,
-)
+from .accelerator import Send, attach, raw_send
 from .frames import Batch, Outbound
 
 __all__ = ["Outlet"]
@@ -107,8 +99,9 @@ class _FlushQueue:
             try:
                 outlet._flush()
             except Exception:
-                logger.exception("Writing to a websocket failed")
-                outlet.stop()
+                # Never mute: this socket goes on through ASGI.
+                logger.exception("Writing to a websocket failed; it uses ASGI from now on")
+                outlet._use_asgi()
 
 
 class Outlet:
@@ -118,16 +111,14 @@ class Outlet:
         "__weakref__",
         "_backlog",
         "_backlog_bytes",
-        "_direct",
         "_flush_queue",
         "_max_buffer",
         "_on_overflow",
         "_on_redis_lost",
         "_pending",
-        "_protocol",
         "_send",
+        "_socket",
         "_task",
-        "_transport",
         "closed",
     )
 
@@ -141,10 +132,12 @@ class Outlet:
         direct_writes: bool = True,
     ) -> None:
         self._send = raw_send(send)
-        protocol = self._protocol = daphne_protocol(self._send)
-        prefer_close_frames(protocol)
-        self._transport = twisted_transport(protocol)
-        self._direct = DirectWriter.for_protocol(protocol) if direct_writes else None
+        sock = self._socket = attach(self._send)
+        if sock is not None:
+            sock.prefer_close_frames()
+            sock.count_pongs(self._check_bound)
+            if not direct_writes:
+                sock.direct = False
         self._flush_queue = _FlushQueue.current()
         # Messages gathered for the next flush; None unless direct writes are
         # on, the socket is released and not closed (then deliver() is short).
@@ -165,19 +158,34 @@ class Outlet:
             return
         self._backlog = None
         self._backlog_bytes = 0
-        if self._direct is not None and not self.closed:
-            self._pending = []
-        if self._protocol is not None:
-            release_handshake_data(self._protocol)
+        sock = self._socket
+        if sock is not None:
+            sock.opened()
+            if sock.direct and not self.closed:
+                self._pending = []
         if held:
             self.deliver(Batch(list(held)))
 
     def buffered(self) -> int:
         """Return how many bytes wait to be written to this socket (as far as known)."""
         queued = self._backlog_bytes + sum(len(batch.data) for batch in self._pending or ())
-        if self._transport is not None:
-            queued += queued_bytes(self._transport)
+        if self._socket is not None:
+            queued += self._socket.queued()
         return queued
+
+    def _check_bound(self) -> None:
+        """Close the socket as too slow if what waits for it is over the bound."""
+        sock = self._socket
+        if not self.closed and sock is not None and sock.queued() > self._max_buffer:
+            self._overflow()
+
+    def _use_asgi(self) -> None:
+        pending, self._pending = self._pending, None
+        if self._socket is not None:
+            self._socket.direct = False
+        for batch in pending or ():
+            for message in batch.messages:
+                self._send_now(message)
 
     def deliver(self, batch: Batch) -> None:
         """Send a batch of messages soon (direct writes) or now (ASGI), else queue them."""
@@ -207,11 +215,10 @@ class Outlet:
         # A lone batch (the common case) is written as the bytes every other
         # socket of the fan-out gets too: nothing is joined per socket.
         data = pending[0].data if len(pending) == 1 else b"".join([b.data for b in pending])
-        direct = self._direct
-        assert direct is not None
-        if direct.write(data):
-            transport = self._transport
-            if transport._tempDataLen and queued_bytes(transport) > self._max_buffer:
+        sock = self._socket
+        assert sock is not None
+        if sock.write(data):
+            if sock.queued() > self._max_buffer:
                 self._overflow()
             return
         # Not an open plain connection between messages (any more): use ASGI.
@@ -226,11 +233,16 @@ class Outlet:
             self._backlog_bytes += _size(message)
             return
         coroutine = self._send(message)
+        if not isinstance(coroutine, Coroutine):
+            # Not a coroutine we can step (another server's awaitable): a task.
+            self._backlog = collections.deque()
+            self._task = asyncio.ensure_future(self._drain(None, coroutine))
+            return
         try:
-            yielded = coroutine.send(None)  # type: ignore[attr-defined]
+            yielded = coroutine.send(None)
         except StopIteration:
-            transport = self._transport
-            if transport is not None and queued_bytes(transport) > self._max_buffer:
+            sock = self._socket
+            if sock is not None and sock.queued() > self._max_buffer:
                 self._overflow()
             return
         except Exception:
@@ -241,7 +253,10 @@ class Outlet:
 
     async def _drain(self, coroutine: Any, yielded: Any) -> None:
         try:
-            await _resume(coroutine, yielded)
+            if coroutine is None:
+                await yielded
+            else:
+                await _resume(coroutine, yielded)
             backlog = self._backlog
             while backlog:
                 message = backlog.popleft()
@@ -276,10 +291,16 @@ class Outlet:
         self._flush()
         self.closed = True
         self._pending = None
-        if self._protocol is not None:
+        if self._socket is not None:
             # ASGI apps may only close with 1000 or 3000-4999 under daphne;
             # 1001 "going away" is sent on the protocol itself.
-            send_going_away(self._protocol)
+            self._socket.going_away()
+
+    def close_frame(self, code: int, reason: str) -> bool:
+        """Close with ``code`` and ``reason`` past ASGI (daphne drops reasons); False if the
+        caller must close through ASGI."""
+        sock = self._socket
+        return sock is not None and sock.close(code, reason)
 
     async def aclose(self) -> None:
         """Stop delivering and wait for a send in progress."""

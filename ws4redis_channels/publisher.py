@@ -29,8 +29,10 @@ from typing import Any
 
 from . import store
 from .conf import conf
-from .connection import RedisTarget, async_client, fence, parse_target, sync_client
+from .connection import RedisTarget, async_client, parse_target, sync_client
 from .exceptions import IdentityRequired
+from .fence import fence
+from .metrics import recorder
 from .names import Audience, Target, channel_for, channels_for
 
 __all__ = [
@@ -113,20 +115,28 @@ def publish(
     sessions: Iterable[Any] = (),
     groups: Iterable[Any] = (),
     expire: int | None = None,
-) -> int:
+    message_id: str | None = None,
+) -> store.Published:
     """Publish ``message`` to the audiences of ``facility``; return how many subscribers got it.
 
-    Subscribers are counted by Redis: processes, not sockets.
+    Subscribers are counted by Redis: processes, not sockets. The result is an
+    int with ``positions`` (channel -> :class:`~ws4redis_channels.positions.Position`)
+    and ``duplicate``. With a ``message_id``, publishing the same id again
+    within the history window stores and delivers nothing (a retry after a
+    timeout is safe).
     """
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
     target = parse_target(conf.WS4REDIS_CONNECTION)
-    return store.publish(
+    result = store.publish(
         sync_client(target),
         names,
         _payload(message),
         _expire(expire),
+        message_id=message_id,
         **_fenced(target),
     )
+    recorder().published(len(names))
+    return result
 
 
 async def apublish(
@@ -138,23 +148,26 @@ async def apublish(
     sessions: Iterable[Any] = (),
     groups: Iterable[Any] = (),
     expire: int | None = None,
-) -> int:
+    message_id: str | None = None,
+) -> store.Published:
     """Asynchronous :func:`publish`."""
     names = channels(facility, broadcast=broadcast, users=users, sessions=sessions, groups=groups)
     target = parse_target(conf.WS4REDIS_CONNECTION)
-    return await store.apublish(
+    result = await store.apublish(
         async_client(target),
         names,
         _payload(message),
         _expire(expire),
+        message_id=message_id,
         **_fenced(target),
     )
+    recorder().published(len(names))
+    return result
 
 
 def _fenced(target: RedisTarget) -> dict[str, Any]:
     # Taken before the publication starts: see connection.fence.
-    taken = fence(target)
-    return {"replicas": taken.replicas, "timeout": taken.timeout, "holds": taken.holds}
+    return {"fence": fence(target)}
 
 
 def _channel(facility: str, audience: Audience | str, identity: str | None) -> str:
@@ -311,7 +324,9 @@ class RedisPublisher:
         prefix = conf.WS4REDIS_PREFIX
         return f"{prefix}:" if prefix else ""
 
-    def publish_message(self, message: Message, expire: int | None = None) -> int:
+    def publish_message(
+        self, message: Message, expire: int | None = None, *, message_id: str | None = None
+    ) -> int:
         """Publish (and store, see ``expire``) ``message``; return the subscriber count."""
         if not self._channels:
             logger.warning("RedisPublisher has no audience; the message reaches nobody")
@@ -322,6 +337,7 @@ class RedisPublisher:
             self._channels,
             _payload(message),
             _expire(expire),
+            message_id=message_id,
             **_fenced(target),
         )
 
@@ -333,7 +349,9 @@ class RedisPublisher:
         """
         return self.publish_message(message, expire)
 
-    async def apublish_message(self, message: Message, expire: int | None = None) -> int:
+    async def apublish_message(
+        self, message: Message, expire: int | None = None, *, message_id: str | None = None
+    ) -> int:
         """Asynchronous :meth:`publish_message`."""
         if not self._channels:
             logger.warning("RedisPublisher has no audience; the message reaches nobody")
@@ -344,6 +362,7 @@ class RedisPublisher:
             self._channels,
             _payload(message),
             _expire(expire),
+            message_id=message_id,
             **_fenced(target),
         )
 

@@ -1,56 +1,141 @@
-"""Joining a socket in order: subscribed, then the stored message, then live traffic.
+"""Joining a socket in order: subscribed, then what it missed, then live traffic.
 
 A joining socket's live messages are held back (``ChannelState.joining``)
-while its subscriptions are confirmed, the stored messages are read with one
-``MGET``, and a ``PING`` sent on the subscriber connection comes back. Redis
-answers in order, so by then every message published before the ``MGET`` is
-among the held ones: the stored message is delivered first, unless a held
-live copy stands for it, then the held messages, then live traffic. Joins
-that happen together share the round trips.
+while its subscriptions are confirmed, each channel is read (the stored
+message, its version, the channel's position and, for a socket that
+presented a position, the history after it: :data:`~ws4redis_channels.store.READ_SCRIPT`,
+one call per channel in one pipeline), and a ``PING`` sent on the subscriber
+connection comes back. Redis answers in order, so by then every message
+published before the read is among the held ones. Joins that happen together
+share the round trips.
 
-After a reconnect every socket joins again (``catch_up``), and a stored
-message equal to the last one its channel delivered is not sent twice.
+:func:`plan` then decides, without I/O, what the socket gets and in which
+order, so that nothing is lost, nothing comes twice, and nothing older than
+what the socket (or its channel) already delivered is sent:
+
+* a socket with positions that presented one gets the history after it
+  (status ``recovered``), or, when that is impossible (``lost``) or it
+  presented none (``new``), the stored message if it is newer than what it
+  has; then the held messages newer than all of that, and those without a
+  position (bare ``PUBLISH``), in arrival order. A state frame comes first.
+* a socket without positions gets the stored message first, unless a held
+  message has its version (that copy stands for it) or, after a reconnect
+  (``catch_up``), its channel already delivered that version or a newer one;
+  then the held messages. Versions are compared, not bytes; bytes only for a
+  stored message without a version (not stored by the app).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
+from . import store
 from .connection import RedisTarget, async_client, redis_errors
 from .exceptions import RedisUnavailable
-from .frames import Batch, make_message
+from .frames import Batch, Outbound, make_message
+from .positions import Position, Status, message_frame, state_frame
+from .store import Replay
 from .subscriber import Subscriber
 
 if TYPE_CHECKING:
     from .bridge import ChannelState, Sink
 
-__all__ = ["Join", "Joiner", "replay_payloads"]
+__all__ = ["Held", "Join", "Joiner", "Planned", "plan"]
+
+#: A live message held back while a socket joins: payload and position (None: bare PUBLISH).
+Held = tuple[bytes, Position | None]
 
 
-def replay_payloads(
-    stored: bytes | None, held: list[bytes], last: bytes | None, *, catch_up: bool
-) -> list[bytes]:
-    """Return what a joining socket gets, in order: the stored message if it is news, then
-    the live messages held back while it joined."""
-    if stored is None or stored in held or (catch_up and stored == last):
-        return held
-    return [stored, *held]
+class Planned:
+    """The messages one channel gives a joining socket, in order, and its status."""
+
+    __slots__ = ("messages", "position", "status")
+
+    def __init__(self, messages: list[Held], status: Status, position: Position | None) -> None:
+        self.messages = messages
+        self.status = status
+        # Where the channel stands for the socket once these are delivered.
+        self.position = position
+
+
+def _newest(a: Position | None, b: Position | None) -> Position | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def plan(
+    replay: Replay,
+    held: Sequence[Held],
+    *,
+    positioned: bool,
+    since: Position | None = None,
+    last: Position | None = None,
+    last_payload: bytes | None = None,
+) -> Planned:
+    """Return what a socket joining one channel gets.
+
+    ``since`` is the position the socket presented; ``last`` (and
+    ``last_payload``) what the channel delivered before a reconnect of the
+    bridge, for sockets that were already receiving.
+    """
+    has = _newest(since, last)
+    out: list[Held] = []
+    status = Status(replay.status) if since is not None else Status.NEW
+    if positioned and status is Status.RECOVERED:
+        out.extend((payload, position) for position, payload in replay.entries)
+    elif replay.stored is not None and _stored_is_new(replay, held, has, last_payload):
+        out.append((replay.stored, replay.version))
+    mark = has
+    for _, position in out:
+        mark = _newest(mark, position)
+    for payload, position in held:
+        if position is None:
+            out.append((payload, None))
+        elif mark is None or position > mark:
+            out.append((payload, position))
+            mark = position
+        # else: replayed above already, or older than what the socket has.
+    return Planned(out, status, _newest(mark, replay.position))
+
+
+def _stored_is_new(
+    replay: Replay, held: Sequence[Held], has: Position | None, last_payload: bytes | None
+) -> bool:
+    version = replay.version
+    if version is None:
+        # Stored by something else than the app: the only clue is the bytes.
+        return replay.stored != last_payload and all(replay.stored != p for p, _ in held)
+    if has is not None and version <= has:
+        return False
+    return all(position != version for _, position in held)
 
 
 class Join:
     """One socket waiting to join some channels."""
 
-    __slots__ = ("catch_up", "future", "keys", "sink")
+    __slots__ = ("catch_up", "future", "keys", "positioned", "since", "sink")
 
     def __init__(
-        self, sink: Sink, keys: list[bytes], future: asyncio.Future[None], *, catch_up: bool
+        self,
+        sink: Sink,
+        keys: list[bytes],
+        future: asyncio.Future[None],
+        *,
+        catch_up: bool,
+        positioned: bool = False,
+        since: Mapping[bytes, Position] | None = None,
     ) -> None:
         self.sink = sink
         self.keys = keys
         self.future = future
         self.catch_up = catch_up  # a socket rejoining after a reconnect
+        self.positioned = positioned  # it gets a state frame and positions
+        self.since = since or {}  # the positions it has, by channel
 
 
 def _consume_exception(future: asyncio.Future[None]) -> None:
@@ -62,22 +147,38 @@ class Joiner:
     """Runs the joins of one bridge, a batch at a time, in one task."""
 
     def __init__(
-        self, channels: dict[bytes, ChannelState], subscriber: Subscriber, target: RedisTarget
+        self,
+        channels: dict[bytes, ChannelState],
+        subscriber: Subscriber,
+        target: RedisTarget,
+        *,
+        history_ttl: int = 300,
     ) -> None:
         self._channels = channels
+        self._history_ttl = history_ttl
         self._subscriber = subscriber
         self._target = target
         self._loop = asyncio.get_running_loop()
         self._joins: list[Join] = []
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, sink: Sink, keys: list[bytes], *, catch_up: bool = False) -> asyncio.Future[None]:
+    def add(
+        self,
+        sink: Sink,
+        keys: list[bytes],
+        *,
+        catch_up: bool = False,
+        positioned: bool = False,
+        since: Mapping[bytes, Position] | None = None,
+    ) -> asyncio.Future[None]:
         """Queue a join; the future is done once the socket gets live traffic."""
         future: asyncio.Future[None] = self._loop.create_future()
         if catch_up:
             # Nobody awaits a catch-up: the next reconnect catches up again.
             future.add_done_callback(_consume_exception)
-        self._joins.append(Join(sink, keys, future, catch_up=catch_up))
+        self._joins.append(
+            Join(sink, keys, future, catch_up=catch_up, positioned=positioned, since=since)
+        )
         if self._task is None or self._task.done():
             self._task = self._loop.create_task(self._run())
         return future
@@ -102,22 +203,81 @@ class Joiner:
             if not batch:
                 continue
             keys = list(dict.fromkeys(key for join in batch for key in join.keys))
+            # One read per channel and presented position (most sockets share one).
+            reads = list(
+                dict.fromkeys((key, join.since.get(key)) for join in batch for key in join.keys)
+            )
             try:
                 await self._confirmed(keys)
                 with redis_errors(self._target):
-                    values: list[Any] = await async_client(self._target).mget(keys)
-                # When the PONG is here, so is every message published before the MGET.
+                    read = await self._read(reads)
+                # When the PONG is here, so is every message published before the read.
                 await self._subscriber.request("PING")
             except Exception as exc:
                 for join in batch:
                     if not join.future.done():
                         join.future.set_exception(RedisUnavailable(repr(exc)))
                 continue
-            stored: dict[bytes, bytes | None] = dict(zip(keys, values, strict=True))
+            positions: dict[bytes, Position] = {}
+            # The frames of one message are made once for every socket of the batch.
+            frames: dict[tuple[bytes, Position, bool], Outbound] = {}
             for join in batch:
                 if not join.future.done():
-                    self._finish(join, stored)
+                    self._finish(join, read, positions, frames)
                     join.future.set_result(None)
+            for key, position in positions.items():
+                ch = self._channels.get(key)
+                if ch is not None:
+                    ch.position = position
+
+    async def _read(
+        self, wanted: list[tuple[bytes, Position | None]]
+    ) -> dict[tuple[bytes, Position | None], Replay]:
+        """Read what each (channel, presented position) gives; sockets resuming one
+        channel in one epoch share the read from the oldest of their positions."""
+        lowest: dict[tuple[bytes, int | None], Position | None] = {}
+        for key, since in wanted:
+            group = (key, None if since is None else since.epoch)
+            known = lowest.get(group)
+            if group not in lowest or (since is not None and known is not None and since < known):
+                lowest[group] = since
+        base_of = {
+            (key, since): (key, lowest[key, None if since is None else since.epoch])
+            for key, since in wanted
+        }
+        first = list(dict.fromkeys(base_of.values()))
+        client = async_client(self._target)
+        replays = await store.aread(
+            client, [k.decode() for k, _ in first], [p for _, p in first], self._history_ttl
+        )
+        bases = dict(zip(first, replays, strict=True))
+        result: dict[tuple[bytes, Position | None], Replay] = {}
+        again: list[tuple[bytes, Position | None]] = []
+        for pair in wanted:
+            key, since = pair
+            base_pair = base_of[pair]
+            base = bases[base_pair]
+            if since == base_pair[1]:
+                result[pair] = base
+            elif (
+                since is not None
+                and base.status == Status.RECOVERED.value
+                and since.epoch == base.position.epoch
+                and since <= base.position
+            ):
+                # A suffix of the same history.
+                entries = [entry for entry in base.entries if entry[0] > since]
+                result[pair] = Replay(
+                    base.stored, base.version, base.position, base.status, entries
+                )
+            else:
+                again.append(pair)
+        if again:
+            replays = await store.aread(
+                client, [k.decode() for k, _ in again], [p for _, p in again], self._history_ttl
+            )
+            result.update(zip(again, replays, strict=True))
+        return result
 
     async def _confirmed(self, keys: Iterable[bytes]) -> None:
         waiters = []
@@ -130,14 +290,67 @@ class Joiner:
         if waiters:
             await asyncio.gather(*waiters)
 
-    def _finish(self, join: Join, stored: dict[bytes, bytes | None]) -> None:
+    def _finish(
+        self,
+        join: Join,
+        read: dict[tuple[bytes, Position | None], Replay],
+        positions: dict[bytes, Position],
+        frames: dict[tuple[bytes, Position, bool], Outbound],
+    ) -> None:
         sink = join.sink
+        messages: list[Outbound] = []
+        states: list[tuple[str, Position | None, Status]] = []
         for key in join.keys:
             ch = self._channels.get(key)
             if ch is None or sink not in ch.joining:
                 continue
             held = ch.joining.pop(sink)
-            payloads = replay_payloads(stored.get(key), held, ch.last, catch_up=join.catch_up)
-            if payloads:
-                sink.deliver(Batch([make_message(payload) for payload in payloads]))
-            ch.sinks[sink] = sink.deliver
+            since = join.since.get(key)
+            replay = read[key, since]
+            planned = plan(
+                replay,
+                held,
+                positioned=join.positioned,
+                since=since,
+                last=ch.position if join.catch_up else None,
+                last_payload=ch.last if join.catch_up else None,
+            )
+            # Where the channel stands: what Redis has, or newer that arrived meanwhile.
+            newest = replay.position
+            for _, position in planned.messages:
+                if position is not None and position > newest:
+                    newest = position
+            if join.catch_up:
+                # Redis may be behind what was delivered (a failover): follow it.
+                positions[key] = max(newest, positions[key]) if key in positions else newest
+            elif ch.position is None or newest > ch.position:
+                positions[key] = max(newest, positions.get(key, newest))
+            positioned = join.positioned
+            if positioned:
+                states.append((ch.label, newest, planned.status))
+            for payload, position in planned.messages:
+                if position is None:
+                    messages.append(self._frame(ch, payload, None, positioned))
+                    continue
+                cached = frames.get((key, position, positioned))
+                if cached is None:
+                    cached = frames[key, position, positioned] = self._frame(
+                        ch, payload, position, positioned
+                    )
+                messages.append(cached)
+            if positioned:
+                ch.psinks[sink] = sink.deliver
+            else:
+                ch.sinks[sink] = sink.deliver
+        if states:
+            messages.insert(0, Outbound({"type": "websocket.send", "text": state_frame(states)}))
+        if messages:
+            sink.deliver(Batch(messages))
+
+    @staticmethod
+    def _frame(
+        ch: ChannelState, payload: bytes, position: Position | None, positioned: bool
+    ) -> Outbound:
+        if positioned:
+            return make_message(message_frame(ch.label, position, payload))
+        return make_message(payload)

@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from typing import Any, cast
 
 from channels.layers import get_channel_layer
 
+from . import accelerator
 from .accelerator import on_server_shutdown
 from .bridge import Bridge
-from .conf import conf
-from .connection import follow_master, parse_target
+from .conf import DEFAULTS, conf
+from .connection import async_client, follow_master, parse_target
+from .metrics import recorder
+from .registry import Heartbeat
 from .relay import LayerRelay
+from .router import ClusterBridge
 from .sentinel import Master
 
 __all__ = ["current_bridge", "current_relay", "shutdown"]
@@ -28,18 +33,84 @@ def _new_bridge() -> Bridge:
     relay: LayerRelay | None = None
     alias = conf.WS4REDIS_CHANNEL_LAYER
     layer = get_channel_layer(alias) if alias else None
-    bridge = Bridge(
-        parse_target(conf.WS4REDIS_CONNECTION),
-        connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
-        outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
-    )
-    _follow_master(bridge)
+    target = parse_target(conf.WS4REDIS_CONNECTION)
+    if target.cluster:
+        # A bridge per shard primary behind the same API (see router.py).
+        bridge = cast(
+            Bridge,
+            ClusterBridge(
+                target,
+                connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
+                outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+                plain_publish=conf.WS4REDIS_CLUSTER_PLAIN_PUBLISH,
+                history_ttl=conf.WS4REDIS_HISTORY_TTL,
+            ),
+        )
+    else:
+        bridge = Bridge(
+            target,
+            connect_timeout=conf.WS4REDIS_CONNECT_TIMEOUT,
+            outage_timeout=conf.WS4REDIS_OUTAGE_TIMEOUT,
+            history_ttl=conf.WS4REDIS_HISTORY_TTL,
+        )
+        _follow_master(bridge)
     if layer is not None:
         relay = LayerRelay(layer, bridge.deliver_local)
         bridge.set_watcher(relay.watch)
         bridge.relay = relay
+    # Every few seconds: the status report to Redis, and the metrics' sums.
+    interval = conf.WS4REDIS_STATUS_INTERVAL
+    bridge_ref = weakref.ref(bridge)  # the heartbeat must not keep the bridge alive
+    bridge.heartbeat = Heartbeat(
+        async_client(bridge.target),
+        conf.WS4REDIS_PREFIX,
+        lambda: status_of(bridge_ref()),
+        interval=interval if interval > 0 else DEFAULTS["WS4REDIS_STATUS_INTERVAL"],
+        on_tick=lambda: _tick(bridge_ref()),
+        report=interval > 0,
+    )
+    bridge.heartbeat.start()
     on_server_shutdown(lambda: _going_away(bridge))
     return bridge
+
+
+def accelerations() -> dict[str, bool]:
+    """Return which accelerations are on in this process (name -> on)."""
+    status = getattr(accelerator, "status", None)
+    if not callable(status):
+        return {}
+    try:
+        return {name: bool(state.get("on")) for name, state in status().items()}
+    except Exception:
+        logger.debug("Reading the accelerations' status failed", exc_info=True)
+        return {}
+
+
+def status_of(bridge: Bridge | None) -> dict[str, Any]:
+    """Return what the status report says about ``bridge`` (see registry.ProcessReport)."""
+    if bridge is None:
+        return {}
+    health = bridge.health
+    return {
+        "sockets": len(bridge.members()),
+        "subscriptions": len(bridge.subscriptions()),
+        "accelerations": accelerations(),
+        "redis_connected": bridge.connected,
+        "connected_since": health.connected_since,
+        "down_since": health.down_since,
+        "redis_trouble": health.trouble,
+        "reconnects": health.reconnects,
+        "output_buffer_drops": health.output_buffer_drops,
+    }
+
+
+def _tick(bridge: Bridge | None) -> None:
+    if bridge is None:
+        return
+    bridge.health.tick()
+    metrics = recorder()
+    metrics.accelerations(accelerations())
+    metrics.flush()
 
 
 def _follow_master(bridge: Bridge) -> None:
@@ -68,7 +139,10 @@ async def _going_away(bridge: Bridge) -> None:
             sink.going_away()
         except Exception:
             logger.exception("Closing a socket at shutdown failed")
+    metrics = recorder()
+    metrics.closed(1001, len(members))
     await _close(bridge)
+    metrics.process_exits()
     logger.info("Closed %d websockets with 1001 and the Redis bridge", len(members))
 
 
@@ -87,8 +161,11 @@ def current_relay() -> LayerRelay | None:
 async def _close(bridge: Bridge) -> None:
     relay = bridge.relay
     bridge.relay = None
+    heartbeat, bridge.heartbeat = bridge.heartbeat, None
     if isinstance(relay, LayerRelay):
         await relay.close()
+    if isinstance(heartbeat, Heartbeat):
+        await heartbeat.stop()
     await bridge.close()
 
 

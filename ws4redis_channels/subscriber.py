@@ -11,6 +11,12 @@ disappeared, and reconnects with :class:`Backoff` until it is closed.
 A lost connection is noticed at once: every pending request fails the moment
 the transport reports the loss, not when its timeout expires.
 
+When Redis itself closes the connection while it is up, the usual cause is
+``client-output-buffer-limit pubsub``: the process read too slowly, and what
+Redis held for it is gone. The subscriber names that in the log and counts it
+(:attr:`Subscriber.dropped_by_redis`, and :attr:`Subscriber.output_buffer_drops`
+when Redis 7.4+ confirms it in ``INFO stats``).
+
 With Sentinel, :meth:`Subscriber.follow_master` moves the connection to a new
 master the moment Sentinel names it (the old one can stay up and writable for
 seconds after a manual failover), and a connection is used only once ``ROLE``
@@ -30,13 +36,15 @@ from typing import Any, cast
 from . import patience
 from .connection import RedisTarget, resolve_address, ssl_context
 from .exceptions import RedisUnavailable
-from .resp import Parser, ReplyError, Value, encode_command
+from .resp import ReplyError, Value, encode_command, new_parser
 
 __all__ = ["Backoff", "Subscriber"]
 
 logger = logging.getLogger(__name__)
 
 HEALTH_INTERVAL = 15.0
+# INFO stats field (Redis 7.4+) counting clients dropped for their output buffer.
+OUTPUT_BUFFER_FIELD = b"client_output_buffer_limit_disconnections"
 HEALTH_TIMEOUT = 10.0
 # Frames that belong to the subscription, not to a request's reply.
 PUSH_KINDS = frozenset(
@@ -46,6 +54,15 @@ PUSH_KINDS = frozenset(
         *(b"smessage", b"ssubscribe", b"sunsubscribe"),
     }
 )
+
+
+def _output_buffer_drops(info: Value) -> int | None:
+    """Return Redis's count of clients dropped for their output buffer, if it has one."""
+    if isinstance(info, bytes):
+        for line in info.splitlines():
+            if line.startswith(OUTPUT_BUFFER_FIELD + b":"):
+                return int(line.split(b":", 1)[1])
+    return None
 
 
 class Backoff:
@@ -80,7 +97,7 @@ class Backoff:
 class _Protocol(asyncio.Protocol):
     def __init__(self, subscriber: Subscriber) -> None:
         self.subscriber = subscriber
-        self.parser = Parser()
+        self.parser = new_parser()
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -94,6 +111,7 @@ class _Protocol(asyncio.Protocol):
         except ValueError:
             logger.exception("Unreadable data from Redis; reconnecting")
             assert self.transport is not None
+            self.subscriber._aborting = True
             self.transport.abort()
             return
         self.subscriber._received(values)
@@ -122,8 +140,12 @@ class Subscriber:
         on_down: Callable[[str], None],
         connect_timeout: float = 5.0,
         name: str | None = None,
+        on_error: Callable[[ReplyError], bool] | None = None,
     ) -> None:
         self.target = target
+        # Offered every error reply first; True means it answered no request of
+        # ours (a cluster node refusing an SSUBSCRIBE with -MOVED).
+        self._on_error = on_error
         self.connect_timeout = connect_timeout
         self.name = name or f"ws4redis-bridge-{os.getpid()}"
         self.backoff = Backoff()
@@ -137,6 +159,16 @@ class Subscriber:
         self._outbox: list[bytes] = []
         self._closed = False
         self._runner: asyncio.Task[None] | None = None
+        self._aborting = False  # we are closing the connection ourselves
+        self._closed_by_peer = False  # the last connection ended with a clean EOF
+        self._drop_count: int | None = None  # OUTPUT_BUFFER_FIELD at the last connect
+        #: How often Redis closed the connection while it was up (see module doc).
+        self.dropped_by_redis = 0
+        #: Of those, how many Redis confirmed were for the pub/sub output buffer limit.
+        self.output_buffer_drops = 0
+        # Why the last attempt failed (None after a lost connection): the owner
+        # explains it to users (a wrong password is not a timeout).
+        self.last_error: BaseException | None = None
         # Where the current connection goes; set to cut a backoff short.
         self._address: tuple[str, int] | str | None = None
         self._hurry = asyncio.Event()
@@ -181,6 +213,12 @@ class Subscriber:
         self.write(encode_command(*command))
         return await future
 
+    def abort(self) -> None:
+        """Drop the connection now (it is re-established as after a loss)."""
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+
     def follow_master(self, address: tuple[str, int]) -> None:
         """Sentinel moved the master to ``address``: leave the old one now, connect at once.
 
@@ -195,6 +233,7 @@ class Subscriber:
             logger.warning(
                 "Sentinel moved the master to %s:%d; moving the subscriber there", *address
             )
+            self._aborting = True
             protocol.transport.abort()
 
     async def close(self, farewell: bytes | None = None) -> None:
@@ -224,6 +263,9 @@ class Subscriber:
             if pushes:
                 self._on_values(pushes)
                 pushes = []
+            on_error = self._on_error
+            if on_error is not None and isinstance(value, ReplyError) and on_error(value):
+                continue
             self._reply(value)
         if pushes:
             self._on_values(pushes)
@@ -251,6 +293,7 @@ class Subscriber:
             return
         # Fail what waits for a reply now: no request may wait out its timeout
         # on a connection that is gone.
+        self._closed_by_peer = exc is None and not self._aborting and not self._closed
         self._connected.clear()
         self._outbox.clear()
         self._fail_replies(f"connection lost ({exc!r})" if exc else "connection lost")
@@ -267,14 +310,20 @@ class Subscriber:
     async def _run(self) -> None:
         while not self._closed:
             try:
-                protocol = await patience.wait_for(self._connect(), self.connect_timeout)
+                protocol, drops = await patience.wait_for(self._connect(), self.connect_timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.last_error = exc
                 self._down(f"cannot connect: {exc!r}")
             else:
+                self.last_error = None
                 self.backoff.reset()
                 self._connected.set()
+                if self._closed_by_peer:
+                    self._closed_by_peer = False
+                    self._explain_drop(drops)
+                self._drop_count = drops
                 self._on_up()
                 await self._watch(protocol)
                 self._down("connection lost")
@@ -299,7 +348,36 @@ class Subscriber:
         self._fail_replies(reason)
         self._on_down(reason)
 
-    async def _connect(self) -> _Protocol:
+    def _explain_drop(self, now: int | None) -> None:
+        """Redis closed the last connection while up: say why, as far as Redis tells."""
+        self.dropped_by_redis += 1
+        before = self._drop_count
+        if now is not None and before is not None and now > before:
+            self.output_buffer_drops += 1
+            logger.error(
+                "Redis at %s dropped the subscriber for its client-output-buffer-limit "
+                "pubsub: this process read too slowly, and the messages Redis held for it "
+                "on all its channels were lost (sockets got the stored ones again); raise "
+                "the limit, or run more processes",
+                self.target.describe(),
+            )
+        elif now is None:
+            logger.error(
+                "Redis at %s closed the subscriber connection while up: most likely its "
+                "client-output-buffer-limit pubsub (this process read too slowly), or a "
+                "CLIENT KILL; Redis before 7.4 does not say which. Messages Redis held for "
+                "the process were lost (sockets got the stored ones again)",
+                self.target.describe(),
+            )
+        else:
+            logger.warning(
+                "Redis at %s closed the subscriber connection while up (not for its "
+                "output buffer: CLIENT KILL, or a proxy); reconnected",
+                self.target.describe(),
+            )
+
+    async def _connect(self) -> tuple[_Protocol, int | None]:
+        self._aborting = False
         self._hurry.clear()
         address = await resolve_address(self.target)
         self._address = address
@@ -325,6 +403,7 @@ class Subscriber:
             if self.target.sentinels:
                 # Sentinel's answer may be stale: subscribe on a master only.
                 commands.append(("ROLE",))
+            commands.append(("INFO", "stats"))  # before SUBSCRIBE: not allowed after
             futures = []
             for command in commands:
                 future: asyncio.Future[Value] = loop.create_future()
@@ -333,8 +412,9 @@ class Subscriber:
                 transport.write(encode_command(*command))
             for future in futures:
                 await future
+            info = futures[-1].result()
             if self.target.sentinels:
-                role = futures[-1].result()
+                role = futures[-2].result()
                 if not isinstance(role, list) or not role or role[0] != b"master":
                     raise RedisUnavailable(f"{address} is not a master (ROLE says {role!r})")
         except BaseException:
@@ -342,7 +422,7 @@ class Subscriber:
             self._protocol = None
             self._replies.clear()
             raise
-        return protocol
+        return protocol, _output_buffer_drops(info)
 
     async def _watch(self, protocol: _Protocol) -> None:
         """Wait until the connection is lost; ping it when idle to find dead peers."""
@@ -357,6 +437,7 @@ class Subscriber:
             except (asyncio.TimeoutError, ReplyError):
                 logger.warning("Redis did not answer a PING in %ss; reconnecting", HEALTH_TIMEOUT)
                 assert protocol.transport is not None
+                self._aborting = True
                 protocol.transport.abort()
                 await protocol.lost
                 return

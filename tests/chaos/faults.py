@@ -679,3 +679,116 @@ FAULTS: dict[str, Callable[[Scale], Awaitable[Result]]] = {
     "query-fields": query_fields,
     "fragments": fragments,
 }
+
+
+# -- Sentinel -------------------------------------------------------------------------
+
+
+class AppStream(Stream):
+    """A numbered stream published with the app's Python API (stored, fenced)."""
+
+    def __init__(self, facility: str, rate: float) -> None:
+        super().__init__(None, f"_broadcast_:{facility}", rate)  # type: ignore[arg-type]
+        self.facility = facility
+
+    async def _run(self) -> None:
+        from ws4redis_channels.publisher import apublish
+
+        seq = 0
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now < next_at:
+                await asyncio.sleep(next_at - now)
+            next_at += interval
+            self.stamps[seq] = time.monotonic()
+            try:
+                receivers = await asyncio.wait_for(
+                    apublish(self.facility, f"s{seq}", broadcast=True, expire=3600), 5.0
+                )
+            except Exception:  # NotReplicated, RedisUnavailable, a timeout: not published
+                self.refused.append(seq)
+                await asyncio.sleep(0.05)
+            else:
+                (self.accepted if receivers else self.unheard).append(seq)
+            seq += 1
+
+
+def _django(url: str) -> Any:
+    os.environ.setdefault("TESTPROJECT_DB", DB)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+    import django
+
+    django.setup()
+    from django.test import override_settings
+
+    return override_settings(WS4REDIS_CONNECTION=url)
+
+
+async def sentinel_failover(scale: Scale, *, manual: bool) -> Result:
+    from tests.sentinels import SentinelGroup
+
+    n = scale.sockets * 2
+    kind = "SENTINEL FAILOVER" if manual else "master killed (kill -9)"
+    result = Result(
+        f"Sentinel: {kind}",
+        f"{n} sockets, 50 msg/s stored publications through the Python API",
+    )
+    directory = Path(tempfile.mkdtemp(prefix="ws4redis-chaos-sentinel-"))
+    with SentinelGroup(directory) as group:
+        settings = _django(group.url)
+        settings.enable()
+        daphne = Daphne(
+            {
+                "REDIS_URL": group.url,
+                "TESTPROJECT_DB": DB,
+                "DJANGO_DEBUG": "0",
+                "WS4REDIS_EXPIRE": "3600",
+            }
+        ).start()
+        try:
+            clients = await open_clients(daphne.port, ["/ws/sfo?subscribe-broadcast"] * n)
+            stream = AppStream("sfo", 50).start()
+            await asyncio.sleep(2)
+            switch = await (group.failover() if manual else group.kill_master())
+            await switch.switched(30)
+            switched = time.monotonic() - switch.started
+            resumed = time.monotonic()
+            # Recovery: the first publication after the switch that reaches every socket.
+            while time.monotonic() - resumed < 30:
+                accepted_after = [s for s in stream.accepted if stream.stamps[s] >= resumed]
+                if accepted_after and all(
+                    f"s{accepted_after[0]}".encode() in c.messages for c in clients
+                ):
+                    break
+                await asyncio.sleep(0.05)
+            took = time.monotonic() - switch.started
+            await asyncio.sleep(2)
+            await stream.stop()
+            stream_result(result, stream, clients)
+            stale = 0
+            for c in clients:
+                seqs = [int(m[1:]) for m in c.messages if m[:1] == b"s" and m[1:].isdigit()]
+                stale += any(b < a for a, b in itertools.pairwise(seqs))
+            result.outcome = (
+                codes(clients) if any(c.closed.done() for c in clients) else "all stayed open"
+            )
+            result.recovery = (
+                f"switch seen {switched:.1f} s after the fault; every socket had a new "
+                f"publication {took:.1f} s after it"
+            )
+            result.notes.append(f"{stale} sockets saw an older message after a newer one")
+            result.notes.append(
+                f"{len(stream.refused)} publications refused (NotReplicated or unavailable) "
+                "during the switch"
+            )
+            result.raw.update(stale_sockets=stale, switch_s=switched, recovered_s=took)
+        finally:
+            daphne.stop()
+            settings.disable()
+    return result
+
+
+FAULTS["sentinel-failover"] = lambda s: sentinel_failover(s, manual=True)
+FAULTS["sentinel-kill"] = lambda s: sentinel_failover(s, manual=False)

@@ -10,19 +10,25 @@
     return "code " + info.code + ": " + reason;
   }
 
-  // Keep `element` showing the client's state and why it last closed.
+  // Keep `element` showing the client's state, why it last closed, how many attempts it
+  // made to reconnect, and the round trip of the last heartbeat.
   function showStatus(client, element) {
     var last = null;
+    var attempts = 0;  // connection attempts since the socket was last open
+    var rtt = null;
     function render() {
       var state = client.state;
       var text = state;
       if (state === "open") {
         text = "connected";
+        if (rtt !== null) {
+          text += " · heartbeat round trip " + rtt + " ms";
+        }
       } else if (state === "connecting") {
-        text = "connecting…";
+        text = attempts > 1 ? "reconnecting… (attempt " + attempts + ")" : "connecting…";
       } else if (state === "reconnecting" && last) {
-        text = "disconnected (" + describeClose(last) + "); retrying in " +
-               (last.delay / 1000).toFixed(1) + " s";
+        text = "disconnected (" + describeClose(last) + "); attempt " + (attempts + 1) +
+               " in " + (last.delay / 1000).toFixed(1) + " s";
       } else if (state === "closed" && last) {
         text = "closed (" + describeClose(last) + ")";
         if (config.noRetry.indexOf(last.code) !== -1) {
@@ -33,7 +39,22 @@
       element.dataset.state = state;
     }
     client.on("close", function (info) { last = info; render(); });
-    client.on("state", render);
+    client.on("state", function (next) {
+      if (next === "connecting") {
+        attempts += 1;
+      } else if (next === "open") {
+        attempts = 0;
+      }
+      render();
+    });
+    client.on("heartbeat", function (ms) {
+      rtt = ms === null ? rtt : Math.round(ms);
+      element.dataset.heartbeat = String(rtt);
+      render();
+    });
+    if (client.state === "connecting") {
+      attempts = 1;
+    }
     render();
   }
 
@@ -54,13 +75,18 @@
     return item;
   }
 
-  // Text of a received message: binary frames are described, not shown.
+  // Text of a received message: binary frames are described, with their first bytes in hex
+  // when they arrive as an ArrayBuffer.
   function messageText(data) {
     if (typeof data === "string") {
       return data;
     }
-    var size = data.byteLength !== undefined ? data.byteLength : data.size;
-    return "[binary frame, " + size + " bytes]";
+    if (data.byteLength !== undefined) {
+      var bytes = Array.prototype.slice.call(new Uint8Array(data, 0, Math.min(16, data.byteLength)));
+      var hex = bytes.map(function (b) { return (b < 16 ? "0" : "") + b.toString(16); }).join(" ");
+      return "[binary frame, " + data.byteLength + " bytes: " + hex + (data.byteLength > 16 ? " …" : "") + "]";
+    }
+    return "[binary frame, " + data.size + " bytes]";
   }
 
   // POST a form with fetch and return the parsed JSON answer (or the error text).

@@ -8,14 +8,15 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...conf import conf
 from ...connection import parse_target, sync_client
-from ...exceptions import RedisError
-from ...store import FUNCTION_LIBRARY, FUNCTION_NAME, load_function
+from ...diagnostics import explain_redis_error, redis_errors
+from ...store import FUNCTION_NAME, configured, function_library, load_function
 
 
 class Command(BaseCommand):
     help = (
         "Load the Redis function ws4redis_publish (Redis 7+), so that other languages and "
-        "redis-cli can publish with persistence: FCALL ws4redis_publish 1 <channel> <message> "
+        "redis-cli can publish with persistence and history: "
+        "FCALL ws4redis_publish 1 <channel> <message> "
         "<seconds>. The app also loads it when it connects; run this after a Redis restart "
         "or in a deployment script."
     )
@@ -25,13 +26,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["print"]:
-            self.stdout.write(FUNCTION_LIBRARY)
+            # With this project's settings (history, expiry) as the defaults.
+            self.stdout.write(function_library(*configured()))
             return
         target = parse_target(conf.WS4REDIS_CONNECTION)
         try:
             loaded = load_function(sync_client(target))
-        except RedisError as exc:
-            raise CommandError(f"{exc}; check WS4REDIS_CONNECTION and that Redis runs") from exc
+        except redis_errors() as exc:
+            raise CommandError(explain_redis_error(exc, target.describe())) from None
         if not loaded:
             raise CommandError(f"Redis at {target.describe()} cannot load functions (Redis 7+)")
         self.stdout.write(f"Loaded the function {FUNCTION_NAME} into Redis at {target.describe()}")

@@ -7,7 +7,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...exceptions import InvalidName, RedisError
+from ...conf import conf
+from ...connection import parse_target
+from ...diagnostics import explain_redis_error, redis_errors
+from ...exceptions import InvalidName
+from ...metrics import publishing_as
 from ...publisher import channels, publish
 
 
@@ -44,6 +48,12 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help="seconds to store it; 0: live only",
         )
+        parser.add_argument(
+            "--message-id",
+            default=None,
+            metavar="ID",
+            help="publish at most once with this id (within the history window): safe to retry",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         message: str | bytes = options["message"]
@@ -62,9 +72,21 @@ class Command(BaseCommand):
             raise CommandError("--expire must be 0 or more seconds")
         try:
             names = channels(options["facility"], **audiences)
-            receivers = publish(options["facility"], message, expire=options["expire"], **audiences)
+            with publishing_as("command"):
+                result = publish(
+                    options["facility"],
+                    message,
+                    expire=options["expire"],
+                    message_id=options["message_id"],
+                    **audiences,
+                )
         except (InvalidName, ValueError) as exc:
-            raise CommandError(str(exc)) from exc
-        except RedisError as exc:
-            raise CommandError(f"{exc}; check WS4REDIS_CONNECTION and that Redis runs") from exc
-        self.stdout.write(f"Published on {', '.join(names)} ({receivers} subscribing processes)")
+            raise CommandError(str(exc)) from None
+        except redis_errors() as exc:
+            where = parse_target(conf.WS4REDIS_CONNECTION).describe()
+            raise CommandError(explain_redis_error(exc, where)) from None
+        where = ", ".join(f"{name} at {result.positions[name]}" for name in names)
+        if result.duplicate:
+            self.stdout.write(f"Already published as {options['message_id']!r}: {where}")
+            return
+        self.stdout.write(f"Published on {where} ({int(result)} subscribing processes)")

@@ -32,23 +32,31 @@
  *   reconnect_max_delay  30000     [0, min(reconnect_max_delay, reconnect_delay * 2^n)]
  *   reconnect_reset_after 5000     a connection that stayed open this long resets n to 0
  *   max_buffered         100       send() calls kept while not connected (then refused)
- *   dedupe_replay        true      after a REconnection, drop a text message that equals
- *   replay_window        1000      one of the last replay_memory messages received, if it
- *   replay_memory        8         arrives within replay_window of the open (the server
- *                                  replays the stored message of each channel on connect);
- *                                  the echo of a message the page sent in that time is kept
+ *   positions            true      ask the server for message positions (the `positions`
+ *                                  flag) and resume from them after each reconnect: what
+ *                                  the socket missed arrives once, in order, or
+ *                                  `recovered` says it cannot; a message older than one
+ *                                  the page has is never delivered. false: plain frames.
+ *   keep_positions       false     also keep the positions in sessionStorage, so that a
+ *                                  reload of the page resumes where it was
  *   no_retry_codes       WS4Redis.NO_RETRY   close codes after which it stops for good
  *   protocols            undefined passed to new WebSocket(uri, protocols)
  *   binary_type          "blob"    WebSocket.binaryType: "blob" or "arraybuffer"
  *   debug                false     log to the console
  *   connecting()                   called before each connection attempt
  *   connected()                    called when a connection opens
- *   receive_message(data)          called for each message (string, Blob or ArrayBuffer)
+ *   receive_message(data, info)    called for each message (string, Blob or ArrayBuffer);
+ *                                  info = {channel, position} with positions, else null
  *   disconnected(info)             called when a connection ends (info: see "close")
  *
  * Events: ws.on(type, listener) and ws.off(type, listener); both return the client.
  *   "open"       ()                a connection opened (buffered sends are already out)
- *   "message"    (data, event)     a message from the server
+ *   "message"    (data, event, info) a message from the server (info: see receive_message)
+ *   "recovered"  (ok, channels)    after each reconnect (and a first connect that resumed
+ *                                  from the page's ws4redis_positions tag): ok is true if
+ *                                  every message missed meanwhile was delivered, false if
+ *                                  some could not be (reload the page's state);
+ *                                  channels = {label: "recovered" | "lost" | "new"}
  *   "close"      (info)            a connection ended, or an attempt failed:
  *                                  info = {code, reason, wasClean, retry, delay, attempt}
  *                                  retry: a reconnect is scheduled in `delay` ms
@@ -72,6 +80,10 @@
  *   again": 4400 bad facility, 4401 login required, 4403 may not publish, 4404 no such
  *   endpoint, 4413 message too big, 4428 session required; frozen).
  *
+ * First connect: a <meta name="ws4redis-positions"> rendered by {% ws4redis_positions %}
+ * for this socket's path gives the positions of the page's render time; the client
+ * resumes from them, so nothing published between render and open is missed.
+ *
  * A handshake the server refuses before accepting it (origin check, PermissionDenied)
  * reaches the browser as code 1006, like a network error: it is retried with backoff.
  */
@@ -88,7 +100,8 @@
 
   var OPEN = 1;
   var NO_RETRY = Object.freeze([4400, 4401, 4403, 4404, 4413, 4428]);
-  var EVENTS = ["open", "message", "close", "state", "heartbeat"];
+  var EVENTS = ["open", "message", "close", "state", "heartbeat", "recovered"];
+  var STORAGE_PREFIX = "ws4redis-positions:";
 
   var DEFAULTS = {
     uri: null,
@@ -100,9 +113,8 @@
     reconnect_max_delay: 30000,
     reconnect_reset_after: 5000,
     max_buffered: 100,
-    dedupe_replay: true,
-    replay_window: 1000,
-    replay_memory: 8,
+    positions: true,
+    keep_positions: false,
     no_retry_codes: NO_RETRY,
     protocols: undefined,
     binary_type: null,
@@ -147,6 +159,61 @@
     return text;
   }
 
+  // Positions are "<epoch>:<offset>"; epochs never go down on a channel.
+  function parsePosition(text) {
+    var match = /^(\d+):(\d+)$/.exec(text || "");
+    return match ? [Number(match[1]), Number(match[2])] : null;
+  }
+
+  function newer(a, b) {
+    // Is position a after position b (either may be null)?
+    var pa = parsePosition(a);
+    var pb = parsePosition(b);
+    if (!pa) { return false; }
+    if (!pb) { return true; }
+    return pa[0] > pb[0] || (pa[0] === pb[0] && pa[1] > pb[1]);
+  }
+
+  function splitHeader(data) {
+    // "<header>\n<payload>" as a string or an ArrayBuffer: [header, payload] or null.
+    if (typeof data === "string") {
+      var end = data.indexOf("\n");
+      return end === -1 ? [data, ""] : [data.slice(0, end), data.slice(end + 1)];
+    }
+    var bytes = new Uint8Array(data);
+    var stop = bytes.indexOf(10);
+    if (stop === -1) { return null; }
+    return [String.fromCharCode.apply(null, bytes.subarray(0, stop)), data.slice(stop + 1)];
+  }
+
+  function withQuery(uri, extra) {
+    if (!extra.length) { return uri; }
+    var hash = uri.indexOf("#");
+    var base = hash === -1 ? uri : uri.slice(0, hash);
+    return base + (base.indexOf("?") === -1 ? "?" : "&") + extra.join("&");
+  }
+
+  function pagePositions(uri) {
+    // The render-time positions of {% ws4redis_positions %} for this socket's path.
+    var doc = root.document;
+    if (!doc || !doc.querySelectorAll) { return {}; }
+    var path;
+    try { path = new URL(uri).pathname; } catch (err) { return {}; }
+    var found = {};
+    var metas = doc.querySelectorAll('meta[name="ws4redis-positions"]');
+    for (var i = 0; i < metas.length; i++) {
+      if (metas[i].getAttribute("data-path") === path) {
+        (metas[i].getAttribute("content") || "").split(/\s+/).forEach(function (item) {
+          var cut = item.lastIndexOf(":", item.lastIndexOf(":") - 1);
+          if (cut > 0 && parsePosition(item.slice(cut + 1))) {
+            found[item.slice(0, cut)] = item.slice(cut + 1);
+          }
+        });
+      }
+    }
+    return found;
+  }
+
   function backoff(attempt, base, max) {
     // Full jitter: uniform in [0, min(max, base * 2^attempt)].
     var cap = Math.min(max, base * Math.pow(2, attempt));
@@ -187,9 +254,24 @@
     var answerTimer = null;
     var beatTimes = [];          // send times of unanswered heartbeats
     var queue = [];              // sends made while not connected
-    var recent = [];             // last text messages received, to spot replayed ones
-    var replayUntil = 0;         // replayed duplicates are dropped until then
-    var sentSinceOpen = [];      // text sent since the open, while replayUntil lasts
+    var positions = {};          // label -> last position this page has, per channel
+    var positioned = false;      // the current connection sends positions
+    var stateFloor = {};         // label -> position the last state frame reported
+    var expectState = false;     // the next frame is the server's state frame
+    var storageKey = STORAGE_PREFIX + uri;
+    var storage = null;
+    if (opts.keep_positions) {
+      try {
+        storage = root.sessionStorage;
+        positions = JSON.parse(storage.getItem(storageKey) || "{}") || {};
+      } catch (err) {
+        storage = null;
+        positions = {};
+      }
+    }
+    if (opts.positions && !Object.keys(positions).length) {
+      positions = pagePositions(uri);
+    }
 
     function log() {
       if (opts.debug && root.console) {
@@ -258,15 +340,25 @@
       if (stopped) {
         return;  // the callback closed the client
       }
-      log("connecting to", uri, "attempt", attempt);
+      var target = uri;
+      if (opts.positions) {
+        var extra = ["positions"];
+        Object.keys(positions).forEach(function (label) {
+          extra.push("since=" + encodeURIComponent(label + ":" + positions[label]));
+        });
+        target = withQuery(uri, extra);
+      }
+      log("connecting to", target, "attempt", attempt);
       var ws;
       try {
-        ws = opts.protocols === undefined ? new WebSocket(uri) : new WebSocket(uri, opts.protocols);
+        ws = opts.protocols === undefined ? new WebSocket(target) : new WebSocket(target, opts.protocols);
       } catch (err) {
         lost({ code: 1006, reason: String((err && err.message) || err), wasClean: false });
         return;
       }
-      if (opts.binary_type) {
+      if (opts.positions) {
+        ws.binaryType = "arraybuffer";  // binary frames carry a header too
+      } else if (opts.binary_type) {
         ws.binaryType = opts.binary_type;
       }
       socket = ws;
@@ -289,8 +381,8 @@
       clearTimeout(connectTimer);
       connectTimer = null;
       openedAt = now();
-      replayUntil = everOpened && opts.dedupe_replay ? openedAt + opts.replay_window : 0;
-      sentSinceOpen = [];
+      positioned = false;
+      expectState = !!opts.positions;
       everOpened = true;
       log("open");
       // Buffered sends go out first, so that anything the listeners send follows them.
@@ -306,10 +398,39 @@
     }
 
     function transmit(data) {
-      if (replayUntil && typeof data === "string") {
-        sentSinceOpen.push(data);
-      }
       socket.send(data);
+    }
+
+    function savePositions() {
+      if (storage) {
+        try {
+          storage.setItem(storageKey, JSON.stringify(positions));
+        } catch (err) { /* full or denied: positions stay in memory */ }
+      }
+    }
+
+    function onState(text) {
+      // "p <label> <position> <status>" lines: where each channel stands after the join.
+      var channels = {};
+      var ok = true;
+      var resumed = false;
+      text.split("\n").forEach(function (line) {
+        var parts = line.split(" ");
+        if (parts.length !== 4 || parts[0] !== "p") { return; }
+        var label = parts[1];
+        channels[label] = parts[3];
+        if (parts[3] !== "new") { resumed = true; }
+        if (parts[3] !== "recovered") { ok = false; }
+        // The replay up to this position follows; resume from here at the latest.
+        if (newer(parts[2], positions[label])) {
+          stateFloor[label] = parts[2];
+        }
+      });
+      savePositions();
+      if (resumed) {
+        log("recovered", ok, channels);
+        emit("recovered", ok, channels);
+      }
     }
 
     function beat() {
@@ -336,27 +457,46 @@
         emit("heartbeat", sent === undefined ? null : now() - sent);
         return;
       }
-      if (typeof data === "string") {
-        if (replayUntil && now() > replayUntil) {
-          replayUntil = 0;
-          sentSinceOpen = [];
+      var info = null;
+      if (expectState) {
+        expectState = false;
+        if (typeof data === "string" && data.slice(0, 2) === "p ") {
+          positioned = true;
+          stateFloor = {};
+          onState(data);
+          return;
         }
-        if (replayUntil && recent.indexOf(data) !== -1) {
-          // The echo of what this page just sent is new, even if it repeats an old message.
-          var own = sentSinceOpen.indexOf(data);
-          if (own === -1) {
-            log("dropped a replayed message the page already has");
-            return;
+        log("the server sends no positions; plain frames");
+      }
+      if (positioned) {
+        var parts = splitHeader(data);
+        var head = parts ? parts[0].split(" ") : [];
+        if (head.length === 3 && head[0] === "m") {
+          var label = head[1];
+          var position = head[2] === "-" ? null : head[2];
+          data = parts[1];
+          if (position !== null) {
+            if (!newer(position, positions[label])) {
+              log("dropped a message the page already has", label, position);
+              return;
+            }
+            positions[label] = position;
+            if (stateFloor[label] && !newer(stateFloor[label], position)) {
+              delete stateFloor[label];
+            }
+            savePositions();
           }
-          sentSinceOpen.splice(own, 1);
+          info = { channel: label, position: position };
+        } else if (head.length && head[0] === "p") {
+          onState(data);  // a rejoin after the server's own reconnect to Redis
+          return;
         }
-        recent.push(data);
-        if (recent.length > opts.replay_memory) {
-          recent.shift();
+        if (typeof data !== "string" && opts.binary_type !== "arraybuffer") {
+          data = new Blob([data]);
         }
       }
-      emit("message", data, event);
-      call(opts.receive_message, data);
+      emit("message", data, event, info);
+      call(opts.receive_message, data, info);
     }
 
     function abandon(reason) {
@@ -374,6 +514,14 @@
 
     function lost(info) {
       detach();
+      // Resume from where the page is, or past what the server said it had.
+      Object.keys(stateFloor).forEach(function (label) {
+        if (newer(stateFloor[label], positions[label])) {
+          positions[label] = stateFloor[label];
+        }
+      });
+      stateFloor = {};
+      savePositions();
       clearTimers();
       if (openedAt && now() - openedAt >= opts.reconnect_reset_after) {
         attempt = 0;

@@ -1,0 +1,290 @@
+"""daphne's connection behind a socket's ASGI ``send``: fast writes, the bound, close frames,
+and 1001 at shutdown, each used only where the probe allows and never raising."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .options import share_protocol_options
+from .probe import _probe_versions, disable, enabled, probe_instance
+
+__all__ = [
+    "DaphneSocket",
+    "Send",
+    "attach",
+    "close_with_reason",
+    "daphne_protocol",
+    "going_away_all",
+    "on_server_shutdown",
+    "raw_send",
+]
+
+logger = logging.getLogger("ws4redis_channels.accelerator")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_open: weakref.WeakSet[Any] = weakref.WeakSet()  # daphne protocols of sockets we serve
+
+
+# -- channels ---------------------------------------------------------------------
+
+
+def raw_send(send: Send) -> Send:
+    """Skip wrappers that pass ``websocket.send`` messages through unchanged.
+
+    Channels' session middleware wraps ``send`` to save sessions on HTTP
+    responses; for websocket messages it only adds a call per message.
+    """
+    if not enabled("session_unwrap"):
+        return send
+    try:
+        from channels.sessions import InstanceSessionWrapper
+
+        while True:
+            owner = getattr(send, "__self__", None)
+            if (
+                isinstance(owner, InstanceSessionWrapper)
+                and getattr(send, "__name__", "") == "send"
+            ):
+                send = owner.real_send
+                continue
+            return send
+    except Exception as exc:
+        disable("session_unwrap", exc)
+        return send
+
+
+# -- daphne, autobahn, Twisted -------------------------------------------------------
+
+
+def daphne_protocol(send: Send) -> Any:
+    """Return daphne's websocket protocol object behind ``send`` (unwrapped), or None."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    module = sys.modules.get("daphne.ws_protocol")
+    cls = getattr(module, "WebSocketProtocol", None)
+    protocol = send.args[0]
+    return protocol if cls is not None and isinstance(protocol, cls) else None
+
+
+class DaphneSocket:
+    """The daphne connection behind one socket's ASGI ``send``, used only where the probe
+    allows; every method returns a value meaning "not done, use ASGI" instead of raising."""
+
+    __slots__ = ("__weakref__", "_send", "direct", "measured", "protocol", "transport")
+
+    protocol: Any
+    transport: Any
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        transport = self.transport = getattr(protocol, "transport", None)
+        plain = transport is not None and not getattr(transport, "TLS", False)
+        if transport is not None and not plain:
+            _warn_tls()
+        self.measured = plain and enabled("buffer_bound")
+        self.direct = plain and enabled("direct_writes")
+        self._send: Callable[[bytes], int] | None = None
+        if self.direct:
+            try:
+                self._send = self.transport.socket.send
+            except Exception as exc:
+                disable("direct_writes", exc)
+                self.direct = False
+
+    # -- direct writes
+
+    def write(self, frame: bytes) -> bool:
+        """Write ``frame`` past ASGI; False if this socket cannot now (then use ASGI)."""
+        if not self.direct:
+            return False
+        try:
+            protocol = self.protocol
+            if (
+                protocol.state != protocol.STATE_OPEN
+                or protocol.send_state != protocol.SEND_STATE_GROUND
+                or protocol._perMessageCompress is not None
+            ):
+                return False
+            transport = self.transport
+            if transport.disconnecting or not transport.connected:
+                return False
+            if transport._tempDataLen or len(transport.dataBuffer) > transport.offset:
+                transport.write(frame)  # behind what waits, in order
+                return True
+        except Exception as exc:
+            disable("direct_writes", exc)
+            self.direct = False
+            return False
+        try:
+            sent = self._send(frame)  # type: ignore[misc]
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False  # let Twisted find out and close the connection
+        if sent < len(frame):
+            transport.write(frame[sent:])
+        return True
+
+    def queued(self) -> int:
+        """Return the bytes Twisted holds for the socket that the kernel has not taken (0 if
+        not measured)."""
+        if not self.measured:
+            return 0
+        try:
+            t = self.transport
+            return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[no-any-return]
+        except Exception as exc:
+            disable("buffer_bound", exc)
+            self.measured = False
+            return 0
+
+    # -- protocol details
+
+    def prefer_close_frames(self) -> None:
+        """Make autobahn answer protocol errors (invalid UTF-8, oversize frames) with a close
+        frame carrying the code (1007, 1009) instead of dropping the TCP connection."""
+        if enabled("close_frames"):
+            try:
+                self.protocol.failByDrop = False
+            except Exception as exc:
+                disable("close_frames", exc)
+
+    def count_pongs(self, check: Callable[[], None]) -> None:
+        """Call ``check`` after each pong daphne queues, so pongs count against the bound."""
+        if not (self.measured and enabled("pong_bound")):
+            return
+        try:
+            answer = self.protocol.onPing
+
+            def on_ping(payload: bytes) -> None:
+                answer(payload)
+                check()
+
+            self.protocol.onPing = on_ping
+        except Exception as exc:
+            disable("pong_bound", exc)
+
+    def opened(self) -> None:
+        """The socket is open: remember it for shutdown; drop what the handshake kept."""
+        _open.add(self.protocol)
+        if not enabled("handshake_release"):
+            return
+        protocol = self.protocol
+        try:
+            if protocol.state != protocol.STATE_OPEN:
+                return
+            headers = protocol.http_headers
+            if isinstance(headers, dict):
+                headers.clear()  # also referenced by daphne's ConnectionRequest
+            protocol.http_request_data = None
+            protocol.http_response_data = None
+            share_protocol_options(protocol)
+        except Exception as exc:
+            disable("handshake_release", exc)
+
+    def close(self, code: int, reason: str) -> bool:
+        """Send a close frame with ``code`` and ``reason`` (daphne's ASGI close drops the
+        reason); False if not done (then close through ASGI)."""
+        if not enabled("close_reasons"):
+            return False
+        protocol = self.protocol
+        try:
+            if protocol.state != protocol.STATE_OPEN:
+                return False
+            protocol.sendClose(code=code, reason=reason)
+        except Exception as exc:
+            disable("close_reasons", exc)
+            return False
+        return True
+
+    def going_away(self) -> bool:
+        """Send a 1001 close frame if the socket is open; False if it could not be done."""
+        return _going_away(self.protocol)
+
+
+_tls_warned = False
+
+
+def _warn_tls() -> None:
+    global _tls_warned
+    if not _tls_warned:
+        _tls_warned = True
+        logger.warning(
+            "daphne terminates TLS here: what Twisted holds for a TLS socket cannot be "
+            "measured, so WS4REDIS_MAX_BUFFER_SIZE does not bound a client that stops "
+            "reading, and frames go through ASGI; terminate TLS in a proxy in front of "
+            "daphne (nginx, HAProxy) to keep both"
+        )
+
+
+def _going_away(protocol: Any) -> bool:
+    if not enabled("going_away"):
+        return False
+    try:
+        if protocol.state == protocol.STATE_OPEN:
+            protocol.sendCloseFrame(code=1001, reasonUtf8=b"server shutting down", isReply=False)
+    except Exception as exc:
+        disable("going_away", exc)
+        return False
+    return True
+
+
+def attach(send: Send) -> DaphneSocket | None:
+    """Return the daphne connection behind ``send`` (unwrapped), or None (another server)."""
+    protocol = daphne_protocol(send)
+    if protocol is None:
+        return None
+    _probe_versions()
+    probe_instance(protocol)
+    return DaphneSocket(protocol)
+
+
+def close_with_reason(send: Send, code: int, reason: str) -> bool:
+    """Close the daphne socket behind ``send`` with ``code`` and ``reason``; False if the
+    caller must close through ASGI (another server, or the socket is not open)."""
+    sock = attach(raw_send(send))
+    return sock is not None and sock.close(code, reason)
+
+
+def going_away_all() -> int:
+    """Send 1001 on every open daphne socket this process served; return how many.
+
+    daphne cancels the application instances before any shutdown trigger of
+    the app runs, so this works from the sockets themselves, not from the
+    consumers (which are gone by then).
+    """
+    closed = 0
+    for protocol in list(_open):
+        is_open = getattr(protocol, "state", None) == getattr(protocol, "STATE_OPEN", object())
+        if is_open and _going_away(protocol):
+            closed += 1
+    return closed
+
+
+def on_server_shutdown(callback: Callable[[], Awaitable[None]]) -> bool:
+    """At daphne's shutdown (SIGTERM, SIGINT): send 1001 on every open socket, then run
+    ``callback``. Returns False when no running Twisted reactor is found (another server).
+    """
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not getattr(reactor, "running", False):
+        return False
+    from twisted.internet import defer
+
+    def before_shutdown() -> Any:
+        try:
+            count = going_away_all()
+        except Exception:
+            logger.exception("Closing websockets with 1001 failed")
+            count = 0
+        logger.info("Closed %d websockets with 1001", count)
+        return defer.Deferred.fromFuture(asyncio.ensure_future(callback()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    return True

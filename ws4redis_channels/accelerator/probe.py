@@ -1,0 +1,202 @@
+"""The probe: which accelerations are on, decided once per process, and why one is off."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from typing import Any
+
+__all__ = ["ACCELERATIONS", "TESTED", "disable", "enabled", "probe_instance", "reset", "status"]
+
+logger = logging.getLogger("ws4redis_channels.accelerator")
+
+#: What each acceleration does.
+ACCELERATIONS: dict[str, str] = {
+    "session_unwrap": "skip channels' session wrapper around every websocket.send",
+    "direct_writes": "write ready-made frames to plain TCP sockets, one send() per loop pass",
+    "buffer_bound": "measure what Twisted holds for a socket (the slow-client bound under daphne)",
+    "pong_bound": "count daphne's pongs against the same bound (ping floods)",
+    "close_frames": "answer invalid frames with a close frame (1007, 1009), not a dropped TCP",
+    "close_reasons": "send the close reason, which daphne drops",
+    "handshake_release": "free the handshake's headers once a socket is open (~1.5 KB each)",
+    "going_away": "close open sockets with 1001 at shutdown, before daphne drops them",
+    "fragment_bound": "join the fragments of an unfinished message into one buffer",
+    "pause_reading": "stop reading from a client whose frames must wait (intake)",
+    "close_gate": "answer a client's close frame after the frames before it are handled",
+}
+
+#: The releases the internals were checked against: [lowest, first untested major).
+TESTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "daphne": ((4, 1), (5,)),
+    "autobahn": ((22, 4), (27,)),
+    "twisted": ((22, 10), (27,)),
+    "channels": ((4, 2), (5,)),
+}
+
+# Attributes each acceleration reads on daphne's protocol and Twisted's transport.
+_PROTOCOL_NEEDS: dict[str, tuple[str, ...]] = {
+    "direct_writes": (
+        "state",
+        "STATE_OPEN",
+        "send_state",
+        "SEND_STATE_GROUND",
+        "_perMessageCompress",
+    ),
+    "pong_bound": ("onPing", "sendPong"),
+    "close_frames": ("failByDrop",),
+    "close_reasons": ("sendClose", "state", "STATE_OPEN"),
+    # http_response_data appears with the response: set below, not read.
+    "handshake_release": ("http_headers", "http_request_data"),
+    "going_away": ("sendCloseFrame", "state", "STATE_OPEN"),
+    "fragment_bound": ("onMessageFrame", "failedByMe"),
+    "close_gate": ("onCloseFrame", "application_queue", "state", "STATE_OPEN"),
+}
+_TRANSPORT_NEEDS: dict[str, tuple[str, ...]] = {
+    "pause_reading": ("pauseProducing", "resumeProducing"),
+    "direct_writes": (
+        "socket",
+        "disconnecting",
+        "connected",
+        "_tempDataLen",
+        "dataBuffer",
+        "offset",
+    ),
+    "buffer_bound": ("_tempDataLen", "dataBuffer", "offset"),
+    "pong_bound": ("_tempDataLen", "dataBuffer", "offset"),
+}
+
+_off: dict[str, str] = {}  # acceleration -> why it is off
+_probed = False  # versions and classes
+_instances_probed = False  # attributes of the first daphne socket
+_logged = False
+
+
+def _version(dist: str) -> tuple[str, tuple[int, ...]] | None:
+    try:
+        text = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    parts: list[int] = []
+    for piece in text.split("."):
+        digits = "".join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+        if digits != piece:
+            break
+    return text, tuple(parts)
+
+
+def _probe_versions() -> None:
+    global _probed
+    if _probed:
+        return
+    _probed = True
+    for dist, (low, high) in TESTED.items():
+        found = _version(dist)
+        if found is None:
+            why = f"{dist} is not installed"
+        elif not low <= found[1] < high:
+            low_s, high_s = ".".join(map(str, low)), ".".join(map(str, high))
+            why = f"{dist} {found[0]} is outside the tested range >={low_s},<{high_s}"
+        else:
+            continue
+        if dist == "channels":
+            names = ["session_unwrap"]
+        else:
+            names = [n for n in ACCELERATIONS if n != "session_unwrap"]
+        for name in names:
+            _off.setdefault(name, why)
+    try:
+        from channels.sessions import InstanceSessionWrapper
+
+        # real_send is set per instance: look for it in the code that sets it.
+        if "real_send" not in InstanceSessionWrapper.__init__.__code__.co_names:
+            _off.setdefault("session_unwrap", "channels' InstanceSessionWrapper has no real_send")
+        elif not callable(getattr(InstanceSessionWrapper, "send", None)):
+            _off.setdefault("session_unwrap", "channels' InstanceSessionWrapper has no send()")
+    except Exception as exc:  # pragma: no cover - channels is a dependency
+        _off.setdefault("session_unwrap", f"channels.sessions.InstanceSessionWrapper: {exc!r}")
+
+
+def probe_instance(protocol: Any) -> None:
+    """Check, on the first daphne socket, every attribute the accelerations read."""
+    global _instances_probed
+    if _instances_probed:
+        return
+    _instances_probed = True
+    transport = getattr(protocol, "transport", None)
+    for name, attrs in _PROTOCOL_NEEDS.items():
+        missing = [a for a in attrs if not hasattr(protocol, a)]
+        if missing:
+            _off.setdefault(name, f"daphne's protocol has no {', '.join(missing)}")
+    for name, attrs in _TRANSPORT_NEEDS.items():
+        if transport is None or getattr(transport, "TLS", False) or not hasattr(transport, "write"):
+            continue  # TLS: decided per socket (see DaphneSocket), not for the process
+        missing = [a for a in attrs if not hasattr(transport, a)]
+        if missing:
+            _off.setdefault(name, f"Twisted's transport has no {', '.join(missing)}")
+    if "socket" not in _off.get("direct_writes", "") and transport is not None:
+        sock = getattr(transport, "socket", None)
+        if sock is not None and not callable(getattr(sock, "send", None)):
+            _off.setdefault("direct_writes", "Twisted's transport.socket has no send()")
+    _log_status()
+
+
+def _log_status() -> None:
+    global _logged
+    if _logged:
+        return
+    _logged = True
+    on = [n for n in ACCELERATIONS if n not in _off]
+    if not _off:
+        logger.info("ws4redis accelerations under daphne: all on (%s)", ", ".join(on))
+        return
+    logger.warning(
+        "ws4redis accelerations under daphne: on: %s; off: %s",
+        ", ".join(on) or "none",
+        "; ".join(f"{n} ({why})" for n, why in _off.items()),
+    )
+
+
+def enabled(name: str) -> bool:
+    """Return whether acceleration ``name`` is on (after the probe)."""
+    _probe_versions()
+    return name not in _off
+
+
+def disable(name: str, exc: BaseException) -> None:
+    """Switch ``name`` off for the process after an internal raised; warn once."""
+    if name in _off:
+        return
+    _off[name] = f"{type(exc).__name__}: {exc}"
+    logger.warning(
+        "ws4redis acceleration %s is off from now on (%s: %s); sockets use ASGI instead",
+        name,
+        type(exc).__name__,
+        exc,
+    )
+
+
+def status() -> dict[str, dict[str, Any]]:
+    """Return, per acceleration, whether it is on, why not, and what it does.
+
+    Before the first daphne socket only versions are checked (``probed`` False).
+    """
+    _probe_versions()
+    return {
+        name: {
+            "on": name not in _off,
+            "reason": _off.get(name, ""),
+            "what": what,
+            "probed": _instances_probed,
+        }
+        for name, what in ACCELERATIONS.items()
+    }
+
+
+def reset() -> None:
+    """Forget the probe (tests)."""
+    global _probed, _instances_probed, _logged
+    _off.clear()
+    _probed = _instances_probed = _logged = False
