@@ -49,7 +49,7 @@ def test_the_request_view_builds_get_cookies_and_meta_on_first_use():
         "client": ["127.0.0.1", 5000],
     }
     request = WebsocketRequest(scope, "news")
-    assert "GET" not in vars(request) and "META" not in vars(request)
+    assert "META" not in vars(request) and "COOKIES" not in vars(request)
     assert request.GET["x"] == "1" and "subscribe-broadcast" in request.GET
     assert request.META["HTTP_X_FORWARDED_FOR"] == "1.2.3.4"
     assert request.META["REMOTE_ADDR"] == "127.0.0.1"
@@ -59,3 +59,41 @@ def test_the_request_view_builds_get_cookies_and_meta_on_first_use():
     with_cookies = WebsocketRequest({**scope, "cookies": {"sessionid": "zzz"}}, "news")
     assert with_cookies.COOKIES == {"sessionid": "zzz"}
     assert with_cookies.path == with_cookies.path_info == "/ws/news"
+
+
+def test_later_daphne_protocols_read_the_factory_options_from_their_class():
+    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+
+    from ws4redis_channels.accelerator.options import share_protocol_options
+
+    factory = WebSocketFactory(None, server="daphne")
+    factory.setProtocolOptions(autoPingInterval=7, openHandshakeTimeout=3)
+    first = factory.buildProtocol(None)
+    assert share_protocol_options(first)
+    assert not share_protocol_options(first)  # once per factory
+    later = factory.buildProtocol(None)
+    assert isinstance(later, WebSocketProtocol) and type(later) is not WebSocketProtocol
+    for name in WebSocketProtocol.CONFIG_ATTRS:
+        assert getattr(later, name) == getattr(factory, name)
+        assert name not in vars(later)
+    assert later.autoPingInterval == 7 and later.openHandshakeTimeout == 3
+    assert later.perMessageCompressionAccept([]) is None  # a function option stays unbound
+
+
+def test_an_unknown_factory_is_left_alone():
+    from ws4redis_channels.accelerator.options import share_protocol_options
+
+    class Plain:
+        factory = None
+
+    assert not share_protocol_options(Plain())
+
+
+async def test_sockets_after_the_first_offer_compression_and_open(daphne, redis_client):
+    # websockets offers permessage-deflate: autobahn calls the factory's
+    # perMessageCompressionAccept, a plain function among the shared options.
+    sockets = [await connect(daphne, "/ws/news?subscribe-broadcast") for _ in range(3)]
+    redis_client.publish("_broadcast_:news", "to all three")
+    for ws in sockets:
+        assert await recv(ws) == "to all three"
+        await ws.close()

@@ -179,13 +179,12 @@ class WebsocketRequest:
         self.path = self.path_info = scope.get("path", "")
         self.user = scope.get("user")
         self.session = scope.get("session")
+        # Parsed now: Django's DATA_UPLOAD_MAX_NUMBER_FIELDS refuses the handshake here.
+        query = scope.get("query_string", b"")
+        self.GET = QueryDict(query.decode("latin-1") if isinstance(query, bytes) else query)
 
-    # Built on first use: the default policy reads none of them, and every
+    # Built on first use: the default policy reads neither, and every
     # handshake makes a request.
-    @cached_property
-    def GET(self) -> QueryDict:
-        query = self.scope.get("query_string", b"")
-        return QueryDict(query.decode("latin-1") if isinstance(query, bytes) else query)
 
     @cached_property
     def COOKIES(self) -> dict[str, str]:

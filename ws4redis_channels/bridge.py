@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from . import store
+from . import patience, store
 from .connection import RedisTarget, async_client
 from .echoes import Echoes
 from .exceptions import RedisError, RedisUnavailable
@@ -269,7 +269,7 @@ class Bridge:
             since={c.encode(): p for c, p in (since or {}).items()},
         )
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.connect_timeout)
+            await patience.wait_for(asyncio.shield(future), self.connect_timeout)
         except BaseException as exc:
             future.cancel()
             self.leave(sink, channels)

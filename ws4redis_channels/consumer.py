@@ -21,6 +21,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied, SuspiciousOperation
 
+from . import patience
 from .accelerator import (
     CloseGate,
     bound_fragmented_messages,
@@ -252,7 +253,8 @@ class WebsocketConsumer(_LeanConsumer):
             relay = current_relay()
             if relay is not None:
                 try:
-                    await asyncio.wait_for(
+                    # Patient: a reconnect storm's busy loop is not a slow layer.
+                    await patience.wait_for(
                         relay.ready(self.subscribe_channels), conf.WS4REDIS_CONNECT_TIMEOUT
                     )
                 except Exception as exc:

@@ -33,6 +33,7 @@ import random
 from collections.abc import Callable
 from typing import Any, cast
 
+from . import patience
 from .connection import RedisTarget, resolve_address, ssl_context
 from .exceptions import RedisUnavailable
 from .resp import ReplyError, Value, encode_command, new_parser
@@ -309,7 +310,7 @@ class Subscriber:
     async def _run(self) -> None:
         while not self._closed:
             try:
-                protocol, drops = await asyncio.wait_for(self._connect(), self.connect_timeout)
+                protocol, drops = await patience.wait_for(self._connect(), self.connect_timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -430,7 +431,7 @@ class Subscriber:
             if done:
                 return
             try:
-                await asyncio.wait_for(self.request("PING"), HEALTH_TIMEOUT)
+                await patience.wait_for(self.request("PING"), HEALTH_TIMEOUT)
             except RedisUnavailable:
                 return  # lost while the PING was pending: noticed at once
             except (asyncio.TimeoutError, ReplyError):

@@ -87,6 +87,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="client processes for the handshake scenarios (default 2)",
     )
     parser.add_argument(
+        "--daphne-connect-timeout",
+        type=int,
+        help="daphne --websocket_connect_timeout (seconds to finish a handshake; daphne's 5)",
+    )
+    parser.add_argument(
         "--storm-jitter",
         type=float,
         help="storm: each socket's first reconnect waits a random 0..N ms (default 0: at once)",
@@ -200,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         sizes = dataclasses.replace(sizes, clients=args.clients)
     open_files = raise_open_files(32768)
     servers.daphne_backlog = args.daphne_backlog
+    servers.daphne_connect_timeout = args.daphne_connect_timeout
     stamp = time.strftime("%Y%m%d-%H%M%S")
     profiler = None
     if args.profile or args.profile_native:
@@ -210,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
     loop, loop_name = _new_loop()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     skipped: dict[str, str] = {}
+    partial = RESULTS / f"{stamp}.partial.json"
+    loadavg_at_start = os.getloadavg()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ws4redis-bench-") as tmp:
         db_path = os.path.join(tmp, "db.sqlite3")
@@ -234,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
                         loop, spec, scenario, redis_server, db_path, sizes, profiler, users
                     )
                     print(_summary(name, scenario, results[name][scenario]), flush=True)
+                # What is done so far survives an interrupted run.
+                write_json(partial, {"started": stamp, "partial": True, "results": results})
             admin.close()
     loop.close()
 
@@ -259,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
+            "loadavg_at_start": loadavg_at_start,
             "loadavg_at_end": os.getloadavg(),
             "open_files_limit": open_files,
         },
@@ -270,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
         "versions": _versions(),
         "sizes": dataclasses.asdict(sizes),
         "daphne_backlog": args.daphne_backlog,
+        "daphne_connect_timeout": args.daphne_connect_timeout,
         "servers": {name: SERVERS[name].description for name in args.servers},
         "headline": ratios,
         "targets": checked,
@@ -277,6 +289,7 @@ def run(args: argparse.Namespace) -> int:
     }
     path = args.json or RESULTS / f"{stamp}.json"
     write_json(path, data)
+    partial.unlink(missing_ok=True)
     print(f"\nJSON: {path}")
     return _status(results, strict=args.strict)
 

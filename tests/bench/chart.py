@@ -2,9 +2,12 @@
 
 ``python -m tests.bench.chart tests/bench/results/<run>.json docs/_static/benchmark.svg``
 
-Three panels, one bar per server: burst deliveries per second at 1,000 and
-5,000 sockets, and connects per second. Bars are scaled to the largest value
-of their panel; each carries its number.
+One panel per figure, one bar per server: burst deliveries per second at
+1,000 and 5,000 sockets, a message per own channel to 5,000 sockets,
+connects per second (anonymous and logged in), seconds until 5,000 sockets
+are back after a restart, and memory per idle socket. Bars are scaled to the
+largest value of their panel; each carries its number. A server without a
+number in a panel (not run, skipped, failed) has no bar there.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ __all__ = ["render"]
 PANELS = [
     ("burst1k", "deliveries_per_s", "Burst: 200 messages to 1,000 sockets (deliveries/s)"),
     ("burst5k", "deliveries_per_s", "Burst: 20 messages to 5,000 sockets (deliveries/s)"),
-    ("connect", "connects_per_s", "Connects per second (1,000 sockets)"),
+    ("channels", "deliveries_per_s", "One message per own channel, 5,000 sockets (deliveries/s)"),
+    ("connect", "connects_per_s", "Connects per second, anonymous (1,000 sockets)"),
+    ("connect-user", "connects_per_s", "Connects per second, logged-in session (1,000 sockets)"),
+    ("storm", "all_subscribed_s", "Restart: seconds until 5,000 sockets are back (less is better)"),
+    ("idle", "kb_per_socket", "KB per idle socket at 5,000 (less is better)"),
 ]
-COLORS = {"product": "#2563eb"}
+COLORS = {"product": "#2563eb", "nchan": "#16a34a", "nchan-redis": "#16a34a"}
 OTHER = "#9ca3af"
 WIDTH, BAR, GAP, LABEL = 760, 18, 6, 130
 
@@ -52,7 +59,7 @@ def render(run: dict[str, Any]) -> str:
             value = values[server]
             length = 0 if not value else max(1, int((WIDTH - LABEL - 110) * value / top))
             color = COLORS.get(server, OTHER)
-            text = "-" if value is None else f"{value:,.0f}"
+            text = "-" if value is None else f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
             out.append(f'<text x="0" y="{y + BAR - 5}">{escape(server)}</text>')
             out.append(
                 f'<rect x="{LABEL}" y="{y}" width="{length}" height="{BAR}" fill="{color}"/>'

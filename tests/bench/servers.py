@@ -115,7 +115,9 @@ class Running:
                 for line in path.read_text(errors="replace").splitlines()
                 if '"WS' not in line and '"GET ' not in line
             ]
-            out[role] = "\n".join(text[-lines:])
+            # The first lines say what went wrong first; the last ones how it ended.
+            head = text[:15] if len(text) > lines + 15 else []
+            out[role] = "\n".join([*head, *(["..."] if head else []), *text[-lines:]])
         return out
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -197,6 +199,9 @@ class ServerSpec:
 # measure that retry, not the servers. Every daphne server gets the backlog the
 # deployment guide recommends; ``--daphne-backlog 0`` keeps Twisted's default.
 daphne_backlog: int | None = 1024
+# daphne drops a connection whose handshake is not done in 5 s (autobahn's
+# openHandshakeTimeout); ``--daphne-connect-timeout`` passes another value.
+daphne_connect_timeout: int | None = None
 
 
 def _daphne(app: str) -> Callable[[int, str], list[str]]:
@@ -205,6 +210,8 @@ def _daphne(app: str) -> Callable[[int, str], list[str]]:
             where = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={daphne_backlog}"]
         else:
             where = ["-b", "127.0.0.1", "-p", str(port)]
+        if daphne_connect_timeout:
+            where += ["--websocket_connect_timeout", str(daphne_connect_timeout)]
         return [sys.executable, "-m", "daphne", *where, app]
 
     return command

@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .options import share_protocol_options
 from .probe import _probe_versions, disable, enabled, probe_instance
 
 __all__ = [
@@ -184,6 +185,7 @@ class DaphneSocket:
                 headers.clear()  # also referenced by daphne's ConnectionRequest
             protocol.http_request_data = None
             protocol.http_response_data = None
+            share_protocol_options(protocol)
         except Exception as exc:
             disable("handshake_release", exc)
 
