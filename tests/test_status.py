@@ -52,10 +52,19 @@ async def until(check: Any, timeout: float = TIMEOUT) -> Any:
         await asyncio.sleep(0.1)
 
 
-async def test_status_lists_two_daphne_processes_with_their_sockets(
+async def test_status_lists_two_daphne_processes_with_their_sockets(daphne_factory: Any) -> None:
+    # A Redis of its own: the suite's other daphne processes report into the shared one.
+    with RedisServer() as own:
+        redis_client = redis.Redis(port=own.port)
+        await _lists_two_processes(daphne_factory, redis_client, own)
+        redis_client.close()
+
+
+async def _lists_two_processes(
     daphne_factory: Any, redis_client: redis.Redis, redis_server: RedisServer
 ) -> None:
-    first, second = daphne_factory(FAST), daphne_factory(FAST)
+    env = {**FAST, "REDIS_URL": redis_server.url}
+    first, second = daphne_factory(env), daphne_factory(env)
     sockets = [await connect(first, "/ws/status?subscribe-broadcast") for _ in range(2)]
     sockets.append(await connect(second, "/ws/other?subscribe-broadcast"))
     assert first.process is not None and second.process is not None
