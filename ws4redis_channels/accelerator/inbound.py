@@ -41,7 +41,8 @@ def bound_fragmented_messages(protocol: Any) -> bool:
     if protocol is None or not enabled("fragment_bound"):
         return False
     cls = type(protocol)
-    if cls.__dict__.get("onMessageFrame") is _join_fragments:
+    # Also through a subclass made later (the shared-options class, options.py).
+    if getattr(cls, "onMessageFrame", None) is _join_fragments:
         return True
     try:
         from autobahn.websocket.protocol import WebSocketProtocol
