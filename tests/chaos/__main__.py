@@ -120,13 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ImportError, ValueError, OSError):
         pass
+    load = os.getloadavg()[0]
     started = time.monotonic()
     results = asyncio.run(_run(names, args.quick))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (
         f"Measured {when} at commit ``{_commit()}`` on {platform.machine()} with "
         f"{os.cpu_count()} cores{' (quick loads)' if args.quick else ''}, "
-        f"Python {platform.python_version()}, in {time.monotonic() - started:.0f} s."
+        f"Python {platform.python_version()}, in {time.monotonic() - started:.0f} s; "
+        f"load average at the start {load:.1f} (other work on the machine slows recovery "
+        "times, not the counts)."
     )
     print(header)
     print(_text(results))

@@ -27,7 +27,7 @@ ACCELERATIONS: dict[str, str] = {
 
 #: The releases the internals were checked against: [lowest, first untested major).
 TESTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "daphne": ((4, 1), (5,)),
+    "daphne": ((4, 2, 2), (5,)),
     "autobahn": ((22, 4), (27,)),
     "twisted": ((22, 10), (27,)),
     "channels": ((4, 2), (5,)),
