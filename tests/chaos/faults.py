@@ -195,15 +195,17 @@ class Stream:
             next_at += interval
             self.stamps[seq] = time.monotonic()
             try:
-                receivers = await asyncio.wait_for(
-                    self.client.publish(self.channel, f"s{seq}"), 2.0
-                )
-            except (redis.RedisError, OSError, asyncio.TimeoutError):
+                receivers = await self.publish(f"s{seq}")
+            except Exception:  # down, timed out, not replicated: not published
                 self.refused.append(seq)
                 await asyncio.sleep(0.05)
             else:
                 (self.accepted if receivers else self.unheard).append(seq)
             seq += 1
+
+    async def publish(self, message: str) -> int:
+        """Publish one message; return how many subscribers Redis counted."""
+        return int(await asyncio.wait_for(self.client.publish(self.channel, message), 2.0))
 
     async def stop(self) -> None:
         self._stop.set()
@@ -665,28 +667,14 @@ class AppStream(Stream):
         super().__init__(None, f"_broadcast_:{facility}", rate)  # type: ignore[arg-type]
         self.facility = facility
 
-    async def _run(self) -> None:
+    async def publish(self, message: str) -> int:
         from ws4redis_channels.publisher import apublish
 
-        seq = 0
-        interval = 1.0 / self.rate
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now < next_at:
-                await asyncio.sleep(next_at - now)
-            next_at += interval
-            self.stamps[seq] = time.monotonic()
-            try:
-                receivers = await asyncio.wait_for(
-                    apublish(self.facility, f"s{seq}", broadcast=True, expire=3600), 5.0
-                )
-            except Exception:  # NotReplicated, RedisUnavailable, a timeout: not published
-                self.refused.append(seq)
-                await asyncio.sleep(0.05)
-            else:
-                (self.accepted if receivers else self.unheard).append(seq)
-            seq += 1
+        return int(
+            await asyncio.wait_for(
+                apublish(self.facility, message, broadcast=True, expire=3600), 5.0
+            )
+        )
 
 
 def _django(url: str) -> Any:
