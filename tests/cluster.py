@@ -19,7 +19,7 @@ import redis
 
 from testproject.redis_server import RedisServer, find_redis_server, free_port
 
-__all__ = ["RedisCluster", "find_redis_cli"]
+__all__ = ["RedisCluster", "find_redis_cli", "redis_connections"]
 
 # Small enough that a killed primary is replaced within a few seconds.
 NODE_TIMEOUT_MS = 1000
@@ -222,3 +222,25 @@ class RedisCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def redis_connections(pid: int, ports: list[int]) -> int:
+    """Count the TCP connections process ``pid`` holds to any of ``ports``."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    wanted = {f"{port:04X}" for port in ports}
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = fields[2].rsplit(":", 1)[1]
+            # 01: ESTABLISHED
+            if fields[3] == "01" and remote_port in wanted and fields[9] in inodes:
+                count += 1
+    return count

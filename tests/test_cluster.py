@@ -10,7 +10,6 @@ what operators and crashes do (kill a primary, move slots).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shlex
 import time
@@ -23,7 +22,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from tests.cluster import RedisCluster
+from tests.cluster import RedisCluster, redis_connections
 from tests.conftest import TIMEOUT, close_code, connect, recv
 from ws4redis_channels import store
 from ws4redis_channels.connection import async_client, parse_target
@@ -57,28 +56,6 @@ def spread_facilities(count: int) -> list[str]:
         chosen.setdefault(key_slot(f"_broadcast_:{facility}") // width, facility)
         n += 1
     return [chosen[bucket] for bucket in sorted(chosen)]
-
-
-def redis_connections(pid: int, ports: list[int]) -> int:
-    """Count the TCP connections process ``pid`` holds to any of ``ports``."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            link = os.readlink(fd)
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    wanted = {f"{port:04X}" for port in ports}
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            remote_port = fields[2].rsplit(":", 1)[1]
-            # 01: ESTABLISHED
-            if fields[3] == "01" and remote_port in wanted and fields[9] in inodes:
-                count += 1
-    return count
 
 
 def bridge_connections(cluster: RedisCluster, pid: int) -> dict[int, int]:

@@ -39,7 +39,7 @@ from typing import Any
 from testproject.redis_server import RedisServer
 from tests.bench.client import Meter, Socket, close_all, make_payload, open_sockets, payload_stamp
 from tests.bench.measure import raise_open_files
-from tests.cluster import RedisCluster
+from tests.cluster import RedisCluster, redis_connections
 from tests.servers import ROOT, Daphne
 from ws4redis_channels.resp import encode_command
 from ws4redis_channels.slots import SLOTS, key_slot
@@ -58,26 +58,6 @@ def spread_channels(count: int) -> list[bytes]:
         chosen.setdefault(key_slot(channel) // width, channel)
         n += 1
     return [chosen[k] for k in sorted(chosen)]
-
-
-def tcp_connections(pid: int, ports: list[int]) -> int:
-    """Established TCP connections of process ``pid`` to any of ``ports``."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            link = os.readlink(fd)
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    wanted = {f"{port:04X}" for port in ports}
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "01" and f[2].rsplit(":", 1)[1] in wanted and f[9] in inodes:
-                count += 1
-    return count
 
 
 class Router:
@@ -152,7 +132,7 @@ async def _measure(
     await _ready(sockets, router, channels)
     result: dict[str, Any] = {
         "sockets": len(sockets),
-        "redis_connections": tcp_connections(pid, node_ports),
+        "redis_connections": redis_connections(pid, node_ports),
     }
     rates = []
     seq = 0
@@ -192,7 +172,7 @@ async def _measure(
     if latencies:
         result["steady_p50_ms"] = round(latencies[len(latencies) // 2], 1)
         result["steady_p99_ms"] = round(latencies[int(len(latencies) * 0.99)], 1)
-    result["redis_connections_after"] = tcp_connections(pid, node_ports)
+    result["redis_connections_after"] = redis_connections(pid, node_ports)
     router.close()
     close_all(sockets)
     return result
