@@ -164,3 +164,21 @@ def test_status_says_in_one_line_when_redis_is_unreachable() -> None:
         f"CommandError: cannot reach Redis at {where}: connection refused "
         "(is redis-server running and listening there?)"
     ]
+
+
+async def test_stopping_while_a_report_is_being_written_leaves_no_report(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    # A heartbeat that writes without pause is always mid-write when it is stopped: the
+    # write in flight must not land after the removal and bring the report back.
+    client = redis.asyncio.Redis(port=redis_server.port)
+    try:
+        for _ in range(30):
+            heartbeat = Heartbeat(client, "", lambda: {}, interval=0.001)
+            heartbeat.start()
+            await until(lambda key=heartbeat.key: redis_client.exists(key))
+            await heartbeat.stop()
+            assert redis_client.zcard(index_key()) == 0
+            assert not redis_client.exists(heartbeat.key)
+    finally:
+        await client.aclose()

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 INTERVAL = 5.0  # seconds between reports (WS4REDIS_STATUS_INTERVAL)
 FORGET_AFTER = 3600.0  # silent processes are listed for an hour, then dropped
+STOP_TIMEOUT = 5.0  # how long a stopping process waits for Redis to take its last writes
 
 
 def _base(prefix: str) -> str:
@@ -127,9 +128,11 @@ class Heartbeat:
         self._report = report  # False: only call on_tick (WS4REDIS_STATUS_INTERVAL = 0)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="ws4redis-heartbeat"
             )
@@ -160,7 +163,7 @@ class Heartbeat:
             await pipe.execute()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             if self._on_tick is not None:
                 try:
                     self._on_tick()
@@ -174,6 +177,8 @@ class Heartbeat:
             except Exception as exc:
                 # The bridge reports Redis outages; a missed heartbeat is no news.
                 logger.debug("Could not refresh the ws4redis status key: %r", exc)
+            if self._stopping:
+                break
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             except asyncio.TimeoutError:
@@ -184,15 +189,23 @@ class Heartbeat:
         """Stop reporting and remove the report: a clean exit is not a silent process."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # Let a write in flight finish rather than cancel it: a cancelled write has
+            # already been sent, and it could reach Redis after the removal below (on
+            # another connection), bringing the report back until its TTL.
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
+            except asyncio.TimeoutError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if not self._report:
             return
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.delete(self.key)
                 pipe.zrem(index_key(self.prefix), self.ident)
-                await asyncio.wait_for(pipe.execute(), 2.0)
+                await asyncio.wait_for(pipe.execute(), STOP_TIMEOUT)
         except Exception as exc:
             logger.debug("Could not remove the ws4redis status key: %r", exc)
 
