@@ -161,6 +161,8 @@ class Joiner:
         self._loop = asyncio.get_running_loop()
         self._joins: list[Join] = []
         self._task: asyncio.Task[None] | None = None
+        #: Round trips of the joins answered by Redis: evidence that it answers.
+        self.answers = 0
 
     def add(
         self,
@@ -209,10 +211,13 @@ class Joiner:
             )
             try:
                 await self._confirmed(keys)
+                self.answers += 1
                 with redis_errors(self._target):
                     read = await self._read(reads)
+                self.answers += 1
                 # When the PONG is here, so is every message published before the read.
                 await self._subscriber.request("PING")
+                self.answers += 1
             except Exception as exc:
                 for join in batch:
                     if not join.future.done():
