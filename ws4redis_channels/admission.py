@@ -85,7 +85,9 @@ def channels_for(
         except InvalidName as exc:
             # e.g. a user named "_broadcast_": never alias another audience.
             code = (
-                CloseCode.LOGIN_REQUIRED if target.audience is Audience.USER else CloseCode.BAD_REQUEST
+                CloseCode.LOGIN_REQUIRED
+                if target.audience is Audience.USER
+                else CloseCode.BAD_REQUEST
             )
             raise Refusal(code, f"cannot name a {target.audience.value} channel: {exc}") from None
     return list(channels)

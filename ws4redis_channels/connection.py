@@ -91,6 +91,7 @@ def redis_errors(target: RedisTarget | None = None) -> Iterator[None]:
         # ConnectionError, pool exhaustion, sentinel errors, refused sockets...
         raise RedisUnavailable(f"{where} is unreachable: {exc!r}") from exc
 
+
 def _client_kwargs(target: RedisTarget, *, asynchronous: bool = False) -> dict[str, Any]:
     # No retries: redis-py would run a publication again after a lost
     # connection or a timeout, and the first run may have happened (a

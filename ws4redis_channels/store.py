@@ -65,7 +65,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 class Published(int):
     """How many subscribers got a publication (as before), with the positions it got.
 

@@ -28,6 +28,7 @@ import redis.connection
 
 __all__ = ["RedisTarget", "parse_target"]
 
+
 @dataclass(frozen=True)
 class RedisTarget:
     """A parsed ``WS4REDIS_CONNECTION``: one server, a Sentinel-monitored service, or a cluster."""
