@@ -120,7 +120,13 @@ class Bridge(FanOut):
         )
 
     def _make_joiner(self, history_ttl: int) -> Joiner:
-        return Joiner(self._channels, self.subscriber, self.target, history_ttl=history_ttl)
+        return Joiner(
+            self._channels,
+            self.subscriber,
+            self.target,
+            history_ttl=history_ttl,
+            timeout=self.connect_timeout,
+        )
 
     @classmethod
     def current(cls, factory: Callable[[], Bridge]) -> Bridge:
