@@ -215,6 +215,9 @@ async def _run_failover(
         sockets=SOCKETS,
         fault_to_switch_s=round(switch.switched_at - switch.started, 2),
         switch_to_all_sockets_resumed_s=round(resume - switch.switched_at, 2),
+        switch_to_demotion_s=(
+            None if switch.demoted_at is None else round(switch.demoted_at - switch.switched_at, 2)
+        ),
         published={ledger.facility: len(ledger.published) for ledger in ledgers},
         failed={ledger.facility: len(ledger.failed) for ledger in ledgers},
         reported_published_but_lost=lost,
