@@ -178,6 +178,7 @@ def _summary(server: str, scenario: str, result: dict[str, Any]) -> str:
         "all_subscribed_s",
         "connects_per_s",
         "deliveries_per_s",
+        "server_cpu_ns_per_delivery",
         "p99_ms",
         "kb_per_socket",
         "lost",

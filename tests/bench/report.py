@@ -227,6 +227,12 @@ def headline(results: Results) -> dict[str, Any]:
         "burst5k_product_over_product_nometrics": _ratio(
             results, "product", "product-nometrics", "burst5k", "deliveries_per_s"
         ),
+        "burst1k_cpu_per_delivery_product_over_product_nometrics": _ratio(
+            results, "product", "product-nometrics", "burst1k", "server_cpu_ns_per_delivery"
+        ),
+        "burst5k_cpu_per_delivery_product_over_product_nometrics": _ratio(
+            results, "product", "product-nometrics", "burst5k", "server_cpu_ns_per_delivery"
+        ),
         "connects_product_over_product_nometrics": _ratio(
             results, "product", "product-nometrics", "connect", "connects_per_s"
         ),
