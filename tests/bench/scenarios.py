@@ -33,6 +33,7 @@ from .client import (
     probe_ready,
 )
 from .measure import (
+    cpu_ns,
     cpu_seconds,
     machine_busy_seconds,
     own_cpu_seconds,
@@ -196,8 +197,15 @@ class Window:
 
 
 def _server_cpu(bench: Bench) -> float:
-    """CPU seconds so far of the processes that serve the sockets."""
-    return sum(_cpu_or_zero(pid) for role, pid in bench.server.pids().items() if _serving(role))
+    """CPU seconds so far of the processes that serve the sockets (to the nanosecond)."""
+    total = 0
+    for role, pid in bench.server.pids().items():
+        if _serving(role):
+            try:
+                total += cpu_ns(pid)
+            except OSError:
+                pass
+    return total / 1e9
 
 
 def _percentile(sorted_values: list[int], fraction: float) -> float:
@@ -407,7 +415,6 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
             "sockets": sockets,
             "messages": messages,
             "deliveries_per_s": statistics.median(rates),
-            # Over all rounds: the CPU clock ticks 100 times a second.
             "server_cpu_ns_per_delivery": sum(r["server_cpu_s"] for r in rounds)
             * 1e9
             / max(1, sum(r["delivered"] for r in rounds)),
