@@ -391,10 +391,9 @@ class Subscriber:
             )
         elif now is None:
             logger.warning(
-                "Redis at %s closed the subscriber connection while up, and this process "
-                "was not behind reading it: a CLIENT KILL, a proxy or a timeout, not the "
-                "output buffer limit; reconnected. Messages published meanwhile were lost "
-                "(sockets got the stored ones again)",
+                "Redis at %s closed the subscriber connection while up, while this process "
+                "kept up reading it: a CLIENT KILL, a proxy or a timeout; reconnected. "
+                "Messages published meanwhile were lost (sockets got the stored ones again)",
                 self.target.describe(),
             )
         else:
