@@ -2,6 +2,7 @@
 
 =================  ==========================================================
 ``product``        ws4redis_channels: ``daphne testproject.asgi:application``
+``product-nometrics``  the same with ``WS4REDIS_METRICS=0`` (the metrics' cost)
 ``naive``          one Redis subscription per socket (``reference.NaiveConsumer``)
 ``groups-core``    Channels groups on ``RedisChannelLayer`` + a group_send bridge
 ``groups-pubsub``  the same on ``RedisPubSubChannelLayer``
@@ -234,6 +235,14 @@ def _nginx(redis: bool) -> Callable[[int, str, Callable[[], Path]], dict[str, li
     return commands
 
 
+_PRODUCT_ENV = {
+    "DJANGO_SETTINGS_MODULE": "testproject.settings",
+    "DJANGO_DEBUG": "0",
+    "WS4REDIS_EXPIRE": "0",
+    "WS4REDIS_PUBLISH_RATE": "0",
+    "WS4REDIS_MAX_BUFFER_SIZE": MAX_BUFFER,
+    "WS4REDIS_LOG_LEVEL": "WARNING",
+}
 _BRIDGE = [sys.executable, "-m", "tests.bench.group_bridge"]
 _REFERENCE_ENV = {"DJANGO_SETTINGS_MODULE": "tests.bench.reference_settings"}
 
@@ -244,14 +253,15 @@ SERVERS: dict[str, ServerSpec] = {
             "product",
             "ws4redis_channels under daphne (testproject.asgi)",
             lambda port, url, _: {"server": _product(port, url)},
-            {
-                "DJANGO_SETTINGS_MODULE": "testproject.settings",
-                "DJANGO_DEBUG": "0",
-                "WS4REDIS_EXPIRE": "0",
-                "WS4REDIS_PUBLISH_RATE": "0",
-                "WS4REDIS_MAX_BUFFER_SIZE": MAX_BUFFER,
-                "WS4REDIS_LOG_LEVEL": "WARNING",
-            },
+            # Metrics on, whatever the caller's environment says.
+            {**_PRODUCT_ENV, "WS4REDIS_METRICS": "1"},
+            user_path="/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session",
+        ),
+        ServerSpec(
+            "product-nometrics",
+            "the product with WS4REDIS_METRICS = False: what the metrics cost",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_METRICS": "0"},
             user_path="/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session",
         ),
         ServerSpec(
