@@ -14,6 +14,7 @@ import asyncio
 import base64
 import datetime
 import ipaddress
+import json
 import os
 import socket
 import ssl
@@ -30,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.conftest import TIMEOUT, close_code, connect, recv
 from tests.servers import Daphne
+from tests.test_accelerator import SHIMS
 
 PUBLIC_ONLY = {"WS4REDIS_ACCELERATIONS_OFF": "direct_writes,buffer_bound"}
 
@@ -95,9 +97,18 @@ async def open_socket(server: Daphne, certificate, path: str, **kwargs):
     return await connect(server, path, **kwargs)
 
 
+# An autobahn release without sendPreparedMessage: TLS sockets fall back to ASGI.
+RENAMED = {
+    "PYTHONPATH": os.pathsep.join(p for p in (SHIMS, os.environ.get("PYTHONPATH")) if p),
+    "WS4REDIS_TEST_RENAME": json.dumps(
+        [["autobahn.", "sendPreparedMessage", "send_prepared_message"]]
+    ),
+}
+
 CASES = [
     pytest.param(True, {}, id="tls"),
     pytest.param(True, {"WS4REDIS_DIRECT_WRITES": "0"}, id="tls-asgi"),
+    pytest.param(True, RENAMED, id="tls-renamed-prepared"),
     pytest.param(False, PUBLIC_ONLY, id="plain-public-apis"),
 ]
 

@@ -237,6 +237,16 @@ def _nginx(redis: bool) -> Callable[[int, str, Callable[[], Path]], dict[str, li
 _BRIDGE = [sys.executable, "-m", "tests.bench.group_bridge"]
 _REFERENCE_ENV = {"DJANGO_SETTINGS_MODULE": "tests.bench.reference_settings"}
 
+_PRODUCT_ENV = {
+    "DJANGO_SETTINGS_MODULE": "testproject.settings",
+    "DJANGO_DEBUG": "0",
+    "WS4REDIS_EXPIRE": "0",
+    "WS4REDIS_PUBLISH_RATE": "0",
+    "WS4REDIS_MAX_BUFFER_SIZE": MAX_BUFFER,
+    "WS4REDIS_LOG_LEVEL": "WARNING",
+}
+_PRODUCT_USER_PATH = "/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session"
+
 SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
     for spec in [
@@ -244,15 +254,32 @@ SERVERS: dict[str, ServerSpec] = {
             "product",
             "ws4redis_channels under daphne (testproject.asgi)",
             lambda port, url, _: {"server": _product(port, url)},
-            {
-                "DJANGO_SETTINGS_MODULE": "testproject.settings",
-                "DJANGO_DEBUG": "0",
-                "WS4REDIS_EXPIRE": "0",
-                "WS4REDIS_PUBLISH_RATE": "0",
-                "WS4REDIS_MAX_BUFFER_SIZE": MAX_BUFFER,
-                "WS4REDIS_LOG_LEVEL": "WARNING",
-            },
-            user_path="/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session",
+            _PRODUCT_ENV,
+            user_path=_PRODUCT_USER_PATH,
+        ),
+        # The product with its private accelerations switched off, to measure them
+        # (docs/benchmarks.rst, "Public APIs or the raw path").
+        ServerSpec(
+            "product-public",
+            "the product with public APIs only: autobahn's prepared messages, Twisted's "
+            "producer signal for the bound (WS4REDIS_ACCELERATIONS_OFF)",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "direct_writes,buffer_bound"},
+            user_path=_PRODUCT_USER_PATH,
+        ),
+        ServerSpec(
+            "product-producer",
+            "the product's direct writes with the bound from Twisted's producer signal",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "buffer_bound"},
+            user_path=_PRODUCT_USER_PATH,
+        ),
+        ServerSpec(
+            "product-asgi",
+            "the product with every frame through daphne's ASGI send (WS4REDIS_DIRECT_WRITES=0)",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_DIRECT_WRITES": "0"},
+            user_path=_PRODUCT_USER_PATH,
         ),
         ServerSpec(
             "naive",
