@@ -261,17 +261,18 @@ SERVERS: dict[str, ServerSpec] = {
         # (docs/benchmarks.rst, "Public APIs or the raw path").
         ServerSpec(
             "product-public",
-            "the product with public APIs only: autobahn's prepared messages, Twisted's "
-            "producer signal for the bound (WS4REDIS_ACCELERATIONS_OFF)",
+            "the product with public APIs only: autobahn's prepared messages instead of "
+            "direct writes (WS4REDIS_ACCELERATIONS_OFF)",
             lambda port, url, _: {"server": _product(port, url)},
-            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "direct_writes,buffer_bound"},
+            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "direct_writes"},
             user_path=_PRODUCT_USER_PATH,
         ),
         ServerSpec(
-            "product-producer",
-            "the product's direct writes with the bound from Twisted's producer signal",
+            "product-raw-bound",
+            "the product with the bound read from Twisted's write buffer (private) instead of "
+            "its producer signal",
             lambda port, url, _: {"server": _product(port, url)},
-            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "buffer_bound"},
+            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "producer_bound"},
             user_path=_PRODUCT_USER_PATH,
         ),
         ServerSpec(
