@@ -268,11 +268,11 @@ SERVERS: dict[str, ServerSpec] = {
             user_path=_PRODUCT_USER_PATH,
         ),
         ServerSpec(
-            "product-raw-bound",
-            "the product with the bound read from Twisted's write buffer (private) instead of "
-            "its producer signal",
+            "product-producer",
+            "the product with the bound from Twisted's producer signal (public) instead of "
+            "its write buffer (WS4REDIS_ACCELERATIONS_OFF)",
             lambda port, url, _: {"server": _product(port, url)},
-            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "producer_bound"},
+            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "buffer_bound"},
             user_path=_PRODUCT_USER_PATH,
         ),
         ServerSpec(

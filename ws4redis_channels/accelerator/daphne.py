@@ -114,9 +114,9 @@ class DaphneSocket:
 
     Frames leave either past autobahn, written to the TCP socket (``direct``,
     plain TCP only), or as autobahn's prepared messages (``prepared``, public
-    API, TLS too). What waits for the client is counted from Twisted's
-    producer signal (public API, TLS too) or, where that cannot be had, read
-    from Twisted's write buffer (``measured``, plain TCP only).
+    API, TLS too). What waits for the client is read from Twisted's write
+    buffer (``measured``, plain TCP only) or, where that cannot be had,
+    counted from Twisted's producer signal (public API, TLS too).
     """
 
     __slots__ = (
@@ -149,12 +149,12 @@ class DaphneSocket:
                 disable("direct_writes", exc)
                 self.direct = False
         if transport is not None:
-            # The public signal first: measuring Twisted's buffer was no faster
-            # (docs/benchmarks.rst), and it works under TLS too.
-            self._register_pressure()
-            if self._pressure is None:
-                self.measured = plain and enabled("buffer_bound")
-                if not self.measured:
+            # What Twisted holds, read exactly, where it can be; else the public
+            # signal, which only says "full" and "empty" (see queued()).
+            self.measured = plain and enabled("buffer_bound")
+            if not self.measured:
+                self._register_pressure()
+                if self._pressure is None:
                     _warn_unbounded()
 
     @property
@@ -262,7 +262,14 @@ class DaphneSocket:
 
     def queued(self) -> int:
         """Return the bytes Twisted holds for the socket that the kernel has not taken (0 if
-        not known; under the producer signal, an estimate once Twisted's buffer is full)."""
+        not known).
+
+        Under the producer signal it is an upper estimate: Twisted's buffer size
+        plus everything sent since it said the buffer was full, as it does not
+        say how much drained meanwhile. A client that keeps up with a stream
+        only at the limit of its link, so that the buffer never empties, can
+        reach the bound too.
+        """
         if not self.measured:
             pressure = self._pressure
             if pressure is None or not pressure.paused:
@@ -274,6 +281,7 @@ class DaphneSocket:
         except Exception as exc:
             disable("buffer_bound", exc)
             self.measured = False
+            self._register_pressure()
             return 0
 
     def sent(self, size: int) -> int:
