@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 from typing import Any
 
 __all__ = [
     "ACCELERATIONS",
-    "OFF_VARIABLE",
     "TESTED",
     "disable",
     "enabled",
@@ -79,8 +77,17 @@ _TRANSPORT_NEEDS: dict[str, tuple[str, ...]] = {
     "buffer_bound": ("_tempDataLen", "dataBuffer", "offset"),
 }
 
-#: Switches accelerations off by name, comma-separated (diagnostics, the benchmark).
-OFF_VARIABLE = "WS4REDIS_ACCELERATIONS_OFF"
+
+def _switched_off() -> frozenset[str]:
+    """The setting WS4REDIS_ACCELERATIONS_OFF (diagnostics, the benchmark); a wrong value
+    is the system check's to report, not the probe's."""
+    try:
+        from ..conf import conf
+
+        return conf.WS4REDIS_ACCELERATIONS_OFF
+    except Exception:
+        return frozenset()
+
 
 _off: dict[str, str] = {}  # acceleration -> why it is off
 _probed = False  # versions and classes
@@ -109,9 +116,8 @@ def _probe_versions() -> None:
     if _probed:
         return
     _probed = True
-    for name in os.environ.get(OFF_VARIABLE, "").replace(" ", "").split(","):
-        if name in ACCELERATIONS:
-            _off.setdefault(name, f"switched off by {OFF_VARIABLE}")
+    for name in sorted(_switched_off()):
+        _off.setdefault(name, "switched off by WS4REDIS_ACCELERATIONS_OFF")
     for dist, (low, high) in TESTED.items():
         found = _version(dist)
         if found is None:
