@@ -138,7 +138,6 @@ class DaphneSocket:
         transport = self.transport = getattr(protocol, "transport", None)
         plain = plain_tcp(transport)
         self.direct = plain and enabled("direct_writes")
-        self.prepared = not self.direct and transport is not None and enabled("prepared_writes")
         self.measured = False
         self._send: Callable[[bytes], int] | None = None
         self._pressure: _Pressure | None = None
@@ -148,6 +147,7 @@ class DaphneSocket:
             except Exception as exc:
                 disable("direct_writes", exc)
                 self.direct = False
+        self.prepared = not self.direct and transport is not None and enabled("prepared_writes")
         if transport is not None:
             # What Twisted holds, read exactly, where it can be; else the public
             # signal, which only says "full" and "empty" (see queued()).
