@@ -48,8 +48,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument(
         "--servers",
-        default=",".join(SERVERS),
-        help=f"comma-separated, from: {', '.join(SERVERS)} (default: all)",
+        default=",".join(name for name in SERVERS if not name.startswith("product-")),
+        help=f"comma-separated, from: {', '.join(SERVERS)} (default: all but the "
+        "product-* variants)",
     )
     parser.add_argument(
         "--scenarios",

@@ -246,6 +246,16 @@ _PRODUCT_ENV = {
 _BRIDGE = [sys.executable, "-m", "tests.bench.group_bridge"]
 _REFERENCE_ENV = {"DJANGO_SETTINGS_MODULE": "tests.bench.reference_settings"}
 
+_PRODUCT_ENV = {
+    "DJANGO_SETTINGS_MODULE": "testproject.settings",
+    "DJANGO_DEBUG": "0",
+    "WS4REDIS_EXPIRE": "0",
+    "WS4REDIS_PUBLISH_RATE": "0",
+    "WS4REDIS_MAX_BUFFER_SIZE": MAX_BUFFER,
+    "WS4REDIS_LOG_LEVEL": "WARNING",
+}
+_PRODUCT_USER_PATH = "/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session"
+
 SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
     for spec in [
@@ -255,14 +265,39 @@ SERVERS: dict[str, ServerSpec] = {
             lambda port, url, _: {"server": _product(port, url)},
             # Metrics on, whatever the caller's environment says.
             {**_PRODUCT_ENV, "WS4REDIS_METRICS": "1"},
-            user_path="/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session",
+            user_path=_PRODUCT_USER_PATH,
         ),
         ServerSpec(
             "product-nometrics",
             "the product with WS4REDIS_METRICS = False: what the metrics cost",
             lambda port, url, _: {"server": _product(port, url)},
             {**_PRODUCT_ENV, "WS4REDIS_METRICS": "0"},
-            user_path="/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session",
+            user_path=_PRODUCT_USER_PATH,
+        ),
+        # The product with its private accelerations switched off, to measure them
+        # (docs/benchmarks.rst, "Public APIs or the raw path").
+        ServerSpec(
+            "product-public",
+            "the product with public APIs only: autobahn's prepared messages instead of "
+            "direct writes (WS4REDIS_ACCELERATIONS_OFF)",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "direct_writes"},
+            user_path=_PRODUCT_USER_PATH,
+        ),
+        ServerSpec(
+            "product-producer",
+            "the product with the bound from Twisted's producer signal (public) instead of "
+            "its write buffer (WS4REDIS_ACCELERATIONS_OFF)",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "buffer_bound"},
+            user_path=_PRODUCT_USER_PATH,
+        ),
+        ServerSpec(
+            "product-asgi",
+            "the product with every frame through daphne's ASGI send (WS4REDIS_DIRECT_WRITES=0)",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_DIRECT_WRITES": "0"},
+            user_path=_PRODUCT_USER_PATH,
         ),
         ServerSpec(
             "naive",
