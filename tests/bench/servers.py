@@ -3,6 +3,9 @@
 =================  ==========================================================
 ``product``        ws4redis_channels: ``daphne testproject.asgi:application``
 ``product-nometrics``  the same with ``WS4REDIS_METRICS=0`` (the metrics' cost)
+``product-public``     the same with autobahn's prepared messages, not direct writes
+``product-producer``   the same bounded by Twisted's producer signal, not its buffer
+``product-asgi``       the same with every frame through daphne's ASGI ``send``
 ``naive``          one Redis subscription per socket (``reference.NaiveConsumer``)
 ``groups-core``    Channels groups on ``RedisChannelLayer`` + a group_send bridge
 ``groups-pubsub``  the same on ``RedisPubSubChannelLayer``
