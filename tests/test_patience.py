@@ -63,3 +63,47 @@ async def test_a_timeout_that_falls_inside_the_starved_iteration_is_extended():
     loop.call_later(0.02, block, 0.6)
     loop.call_later(0.7, reply.set_result, "PONG")
     assert await asyncio.wait_for(patience.wait_for(reply, 0.3), 5) == "PONG"
+
+
+async def test_many_short_busy_iterations_do_not_count_against_the_timeout():
+    loop = asyncio.get_running_loop()
+    # A storm of handshakes: iterations of 15 ms each (a ticker woken a few
+    # iterations later is late by less than the 50 ms the first version
+    # ignored), for longer than the timeout.
+    storm_ends = loop.time() + 3
+
+    def handshakes() -> None:
+        block(0.015)
+        if loop.time() < storm_ends:
+            loop.call_soon(handshakes)
+
+    async def round_trips() -> str:
+        for _ in range(40):  # a connect and its replies: one step per iteration
+            await asyncio.sleep(0)
+        return "PONG"
+
+    loop.call_soon(handshakes)
+    assert await asyncio.wait_for(patience.wait_for(round_trips(), 0.5), 10) == "PONG"
+
+
+async def test_evidence_that_the_peer_answers_extends_the_wait():
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[str] = loop.create_future()
+    asked = []
+
+    def alive() -> bool:
+        asked.append(loop.time())
+        if len(asked) == 2:
+            reply.set_result("late, but it answered")
+        return True
+
+    assert await asyncio.wait_for(patience.wait_for(reply, 0.05, alive=alive), 5) == (
+        "late, but it answered"
+    )
+    assert len(asked) == 2
+
+
+async def test_without_evidence_the_wait_ends_at_the_deadline():
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(patience.wait_for(never, 0.05, alive=lambda: False), 5)

@@ -120,7 +120,13 @@ class Bridge(FanOut):
         )
 
     def _make_joiner(self, history_ttl: int) -> Joiner:
-        return Joiner(self._channels, self.subscriber, self.target, history_ttl=history_ttl)
+        return Joiner(
+            self._channels,
+            self.subscriber,
+            self.target,
+            history_ttl=history_ttl,
+            timeout=self.connect_timeout,
+        )
 
     @classmethod
     def current(cls, factory: Callable[[], Bridge]) -> Bridge:
@@ -205,7 +211,9 @@ class Bridge(FanOut):
             since={c.encode(): p for c, p in (since or {}).items()},
         )
         try:
-            await patience.wait_for(asyncio.shield(future), self.connect_timeout)
+            await patience.wait_for(
+                asyncio.shield(future), self.connect_timeout, alive=self._answering()
+            )
         except BaseException as exc:
             future.cancel()
             self.leave(sink, channels)
@@ -216,6 +224,16 @@ class Bridge(FanOut):
                     f"Redis at {self.target.describe()} did not answer in time: {exc!r}"
                 ) from exc
             raise
+
+    def _answering(self) -> Callable[[], bool]:
+        """Whether Redis answered anything since now: a join that waits while it
+        does waits on the process's own work (a reconnect storm), not on Redis."""
+        subscriber, joiner = self.subscriber, self._joiner
+        reads, answers = subscriber.reads, joiner.answers
+        # While connecting, the attempt's own timeout decides (and fails the joins).
+        return lambda: (
+            not subscriber.connected or subscriber.reads != reads or joiner.answers != answers
+        )
 
     def leave(self, sink: Sink, channels: Iterable[str]) -> None:
         """Remove ``sink`` from all its ``channels``; unsubscribe channels nobody needs."""

@@ -117,7 +117,7 @@ def _sentinel_kwargs(target: RedisTarget) -> dict[str, Any]:
 
 
 _async_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[RedisTarget, redis.asyncio.Redis]
+    asyncio.AbstractEventLoop, dict[Any, redis.asyncio.Redis]
 ] = weakref.WeakKeyDictionary()
 # Keyed by process too: a forked child needs its own watcher and its listeners.
 _sync_clients: dict[tuple[RedisTarget, int], redis.Redis] = {}
@@ -221,13 +221,21 @@ def _disconnect_soon(client: redis.asyncio.Redis, master: Master) -> None:
     task.add_done_callback(_disconnecting.discard)
 
 
-def async_client(target: RedisTarget) -> redis.asyncio.Redis:
-    """Return the command client of ``target`` for the running event loop."""
+def async_client(target: RedisTarget, *, patient: bool = False) -> redis.asyncio.Redis:
+    """Return the command client of ``target`` for the running event loop.
+
+    A ``patient`` client has no socket timeouts of its own: its caller bounds
+    the wait with :func:`ws4redis_channels.patience.wait_for`, which a busy
+    event loop (a reconnect storm) cannot trip.
+    """
     loop = asyncio.get_running_loop()
     clients = _async_clients.setdefault(loop, {})
-    client = clients.get(target)
+    key: Any = (target, "patient") if patient else target
+    client = clients.get(key)
     if client is None:
         kwargs = _client_kwargs(target, asynchronous=True)
+        if patient:
+            kwargs["socket_timeout"] = kwargs["socket_connect_timeout"] = None
         if target.cluster:
             cluster = redis.asyncio.cluster.RedisCluster(
                 startup_nodes=[
@@ -258,7 +266,7 @@ def async_client(target: RedisTarget) -> redis.asyncio.Redis:
                 max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT, **kwargs
             )
             client = redis.asyncio.Redis(connection_pool=pool)
-        clients[target] = client
+        clients[key] = client
     return client
 
 

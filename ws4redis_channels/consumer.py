@@ -241,7 +241,8 @@ class WebsocketConsumer(_LeanConsumer):
         await self._bridge.join(self._outlet, self.subscribe_channels, labels=labels, since=since)
         if self.subscribe_channels:
             relay = current_relay()
-            if relay is not None:
+            # Once the process is in the channels' groups, nothing to wait for.
+            if relay is not None and not relay.is_ready(self.subscribe_channels):
                 try:
                     # Patient: a reconnect storm's busy loop is not a slow layer.
                     await patience.wait_for(

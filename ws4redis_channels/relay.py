@@ -63,6 +63,11 @@ class LayerRelay:
             if task is not None:
                 task.cancel()
 
+    def is_ready(self, channels: Iterable[str]) -> bool:
+        """Whether the process is already a member of the groups of ``channels``."""
+        ready = self._ready
+        return all(c not in ready or ready[c].done() for c in channels)
+
     async def ready(self, channels: Iterable[str]) -> None:
         """Wait until the process is a member of the groups of ``channels``."""
         futures = [self._ready[c] for c in channels if c in self._ready]

@@ -28,10 +28,10 @@ what the socket (or its channel) already delivered is sent:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from . import store
+from . import patience, store
 from .connection import RedisTarget, async_client, redis_errors
 from .exceptions import RedisUnavailable
 from .frames import Batch, Outbound, make_message
@@ -153,14 +153,18 @@ class Joiner:
         target: RedisTarget,
         *,
         history_ttl: int = 300,
+        timeout: float = 5.0,
     ) -> None:
         self._channels = channels
         self._history_ttl = history_ttl
+        self._timeout = timeout
         self._subscriber = subscriber
         self._target = target
         self._loop = asyncio.get_running_loop()
         self._joins: list[Join] = []
         self._task: asyncio.Task[None] | None = None
+        #: Round trips of the joins answered by Redis: evidence that it answers.
+        self.answers = 0
 
     def add(
         self,
@@ -209,10 +213,17 @@ class Joiner:
             )
             try:
                 await self._confirmed(keys)
+                self.answers += 1
                 with redis_errors(self._target):
-                    read = await self._read(reads)
+                    # Patient: in a reconnect storm this read takes as many
+                    # loop iterations as it needs, each full of handshakes.
+                    read = await patience.wait_for(
+                        self._read(reads), self._timeout, alive=self._heard()
+                    )
+                self.answers += 1
                 # When the PONG is here, so is every message published before the read.
                 await self._subscriber.request("PING")
+                self.answers += 1
             except Exception as exc:
                 for join in batch:
                     if not join.future.done():
@@ -230,6 +241,17 @@ class Joiner:
                 if ch is not None:
                     ch.position = position
 
+    def _heard(self) -> Callable[[], bool]:
+        """Whether Redis sent anything on the subscriber connection since the last ask."""
+        subscriber = self._subscriber
+        mark = [subscriber.reads]
+
+        def heard() -> bool:
+            heard, mark[0] = subscriber.reads != mark[0], subscriber.reads
+            return heard
+
+        return heard
+
     async def _read(
         self, wanted: list[tuple[bytes, Position | None]]
     ) -> dict[tuple[bytes, Position | None], Replay]:
@@ -246,7 +268,7 @@ class Joiner:
             for key, since in wanted
         }
         first = list(dict.fromkeys(base_of.values()))
-        client = async_client(self._target)
+        client = async_client(self._target, patient=True)
         replays = await store.aread(
             client, [k.decode() for k, _ in first], [p for _, p in first], self._history_ttl
         )

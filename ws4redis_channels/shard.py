@@ -261,7 +261,13 @@ class PlainListener(ShardBridge):
     _UNSUBSCRIBED = b"unsubscribe"
 
     def _make_joiner(self, history_ttl: int) -> Joiner:
-        return _LiveJoiner(self._channels, self.subscriber, self.target, history_ttl=history_ttl)
+        return _LiveJoiner(
+            self._channels,
+            self.subscriber,
+            self.target,
+            history_ttl=history_ttl,
+            timeout=self.connect_timeout,
+        )
 
     def _subscribe(self, channels: list[ChannelState]) -> None:
         Bridge._subscribe(self, channels)  # any channels in one SUBSCRIBE

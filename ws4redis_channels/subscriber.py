@@ -179,6 +179,8 @@ class Subscriber:
         self._closed_by_peer = False  # the last connection ended with a clean EOF
         self._behind_at_close = False  # ...right after full reads (see BEHIND_READ)
         self._drop_count: int | None = None  # OUTPUT_BUFFER_FIELD at the last connect
+        #: How many reads came from Redis: evidence that it answers (bridge.py's joins).
+        self.reads = 0
         #: How often Redis closed the connection while it was up (see module doc).
         self.dropped_by_redis = 0
         #: Of those, how many Redis confirmed were for the pub/sub output buffer limit.
@@ -270,6 +272,7 @@ class Subscriber:
     # -- reading --------------------------------------------------------------
 
     def _received(self, values: list[Value]) -> None:
+        self.reads += 1
         pushes: list[list[Any]] = []
         for value in values:
             if type(value) is list and value and value[0] in PUSH_KINDS:

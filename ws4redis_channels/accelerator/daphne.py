@@ -141,6 +141,10 @@ class DaphneSocket:
         self.measured = False
         self._send: Callable[[bytes], int] | None = None
         self._pressure: _Pressure | None = None
+        if self.direct and not getattr(transport, "connected", True):
+            # The client left during its handshake (a reconnect storm's give-ups):
+            # Twisted already dropped the socket, which says nothing of the others.
+            self.direct = False
         if self.direct:
             try:
                 self._send = self.transport.socket.send

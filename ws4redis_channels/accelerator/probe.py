@@ -150,8 +150,12 @@ def probe_instance(protocol: Any) -> None:
     global _instances_probed
     if _instances_probed:
         return
-    _instances_probed = True
     transport = getattr(protocol, "transport", None)
+    if transport is not None and not getattr(transport, "connected", True):
+        # Closed during its handshake (a reconnect storm's give-ups): Twisted
+        # already dropped its socket. Probe the next socket instead.
+        return
+    _instances_probed = True
     for name, attrs in _PROTOCOL_NEEDS.items():
         missing = [a for a in attrs if not hasattr(protocol, a)]
         if missing:
