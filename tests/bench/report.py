@@ -31,7 +31,7 @@ def _num(value: Any, digits: int = 0) -> str:
 
 def _losses(results: Results, server: str) -> tuple[int | None, int | None]:
     lost = dup = None
-    for scenario in ("burst1k", "burst5k", "steady", "channels"):
+    for scenario in ("burst1k", "burst1k-app", "burst1k-pos", "burst5k", "steady", "channels"):
         entry = results.get(server, {}).get(scenario)
         if not entry or "error" in entry or "skipped" in entry:
             continue
@@ -67,6 +67,8 @@ COLUMNS = [
     ("storm hs p99", 12),
     ("chan del/s", 10),
     ("burst1k del/s", 13),
+    ("app del/s", 9),
+    ("pos del/s", 9),
     ("burst5k del/s", 13),
     ("p50 ms", 8),
     ("p99 ms", 8),
@@ -92,6 +94,8 @@ def table(results: Results) -> str:
                 _cell(results, server, "storm", "handshake", "p99_ms"),
                 _cell(results, server, "channels", "deliveries_per_s"),
                 _cell(results, server, "burst1k", "deliveries_per_s"),
+                _cell(results, server, "burst1k-app", "deliveries_per_s"),
+                _cell(results, server, "burst1k-pos", "deliveries_per_s"),
                 _cell(results, server, "burst5k", "deliveries_per_s"),
                 _cell(results, server, "steady", "p50_ms", digits=1),
                 _cell(results, server, "steady", "p99_ms", digits=1),
@@ -139,11 +143,14 @@ TARGETS = {
     "burst1k_product_over_floor": (1.0, "min"),
     "burst5k_product_over_floor": (1.0, "min"),
     "steady_p99_product_over_nchan_redis": (1.15, "max"),
+    # Issue 12: a burst to sockets with positions against the same burst without.
+    "burst1k_positions_over_plain": (0.8, "min"),
+    "burst1k_positions_over_app": (0.8, "min"),
 }
 
 
 def targets(results: Results) -> dict[str, Any]:
-    """Issue 17's ratios, each with its target and whether this run meets it."""
+    """Issue 17's (and issue 12's) ratios, each with its target and whether this run meets it."""
     product = "product"
     values = {
         "connects_product_over_nchan": _ratio(
@@ -173,6 +180,18 @@ def targets(results: Results) -> dict[str, Any]:
         ),
         "steady_p99_product_over_nchan_redis": _ratio(
             results, product, "nchan-redis", "steady", "p99_ms"
+        ),
+        # Positions on (history, FCALL, the positions flag) against today's default
+        # (raw PUBLISH, plain sockets), and against the same FCALL burst to plain sockets.
+        "burst1k_positions_over_plain": _ratio2(
+            results,
+            (product, "burst1k-pos", "deliveries_per_s"),
+            (product, "burst1k", "deliveries_per_s"),
+        ),
+        "burst1k_positions_over_app": _ratio2(
+            results,
+            (product, "burst1k-pos", "deliveries_per_s"),
+            (product, "burst1k-app", "deliveries_per_s"),
         ),
     }
     out = {}

@@ -42,11 +42,22 @@ from .measure import (
 from .profile import Profiler
 from .servers import Running
 
-__all__ = ["FULL", "QUICK", "SCENARIOS", "Bench", "Sizes", "connect_publisher"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "SCENARIOS",
+    "SCENARIO_ENV",
+    "Bench",
+    "Sizes",
+    "connect_publisher",
+]
 
 FACILITY = "bench"
 CHANNEL = b"_broadcast_:" + FACILITY.encode()
 PATH = f"/ws/{FACILITY}?subscribe-broadcast"
+POSITIONS_PATH = PATH + "&positions"
+# The product with a history: what the burst1k-app and burst1k-pos scenarios need.
+HISTORY_ENV = {"WS4REDIS_HISTORY_SIZE": "1000", "WS4REDIS_HISTORY_TTL": "300"}
 HOST = "127.0.0.1"
 
 
@@ -280,9 +291,17 @@ async def connect_publisher(bench: Bench) -> Publisher:
 class _Session:
     """Sockets, meter and publisher of one scenario, cleaned up on exit."""
 
-    def __init__(self, bench: Bench, path: str = PATH, cookies: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        path: str = PATH,
+        cookies: list[str] | None = None,
+        *,
+        positioned: bool = False,
+    ) -> None:
         self.bench = bench
         self.path = path
+        self.positioned = positioned
         self.cookies = cookies  # for the warm-up sockets
         self.meter = Meter()
         self.sockets: list[Socket] = []
@@ -310,6 +329,7 @@ class _Session:
             concurrency=sizes.concurrency,
             timeout=sizes.open_timeout,
             cookies=self.cookies[:count] if self.cookies else None,
+            positioned=self.positioned,
         )
         self.sockets.extend(opened.sockets)
         self.failures.update(opened.failures)
@@ -346,9 +366,20 @@ class _Session:
         }
 
 
-async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[str, Any]:
+async def _burst(
+    bench: Bench,
+    sockets: int,
+    messages: int,
+    label: str,
+    *,
+    app: bool = False,
+    positioned: bool = False,
+) -> dict[str, Any]:
+    """``app``: publish through the app (``FCALL ws4redis_publish``: history, positions);
+    ``positioned``: the sockets opt into positions."""
     sizes = bench.sizes
-    async with _Session(bench) as session:
+    path = POSITIONS_PATH if positioned else PATH
+    async with _Session(bench, path, positioned=positioned) as session:
         assert session.publisher is not None
         await session.open(sockets)
         await session.ready()
@@ -364,9 +395,10 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
             first = number * messages
             window = bench.window()
             began = time.monotonic_ns()
+            command = session.publisher.app_command if app else session.publisher.command
             session.publisher.write(
                 b"".join(
-                    session.publisher.command(CHANNEL, make_payload(first + i, sizes.payload))
+                    command(CHANNEL, make_payload(first + i, sizes.payload))
                     for i in range(messages)
                 )
             )
@@ -376,6 +408,9 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
             seconds = (session.meter.last_ns - began) / 1e9 if session.meter.last_ns else math.nan
             cpu = window.close()
             counted = tally(live, first, messages)
+            if positioned:
+                # Every message published through the app carries a position.
+                counted["unpositioned"] = sum(s.positions().count(b"-") for s in live)
             firsts = [s.chunks[0][1] for s in live if s.chunks]
             rounds.append(
                 {
@@ -392,6 +427,8 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
         bench.profile_stop()
         rates = [r["deliveries_per_s"] for r in rounds]
         return {
+            "published": "FCALL ws4redis_publish" if app else "PUBLISH",
+            "positions": positioned,
             "sockets": sockets,
             "messages": messages,
             "deliveries_per_s": statistics.median(rates),
@@ -408,6 +445,31 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
 async def burst1k(bench: Bench) -> dict[str, Any]:
     sizes = bench.sizes
     return await _burst(bench, sizes.burst1k_sockets, sizes.burst1k_messages, "burst1k")
+
+
+async def burst1k_app(bench: Bench) -> dict[str, Any]:
+    """burst1k published through the app with a history; sockets without positions."""
+    if not bench.server.spec or not bench.server.spec.positions:
+        return {"skipped": "no positions on this server"}
+    sizes = bench.sizes
+    return await _burst(
+        bench, sizes.burst1k_sockets, sizes.burst1k_messages, "burst1k-app", app=True
+    )
+
+
+async def burst1k_pos(bench: Bench) -> dict[str, Any]:
+    """burst1k published through the app with a history; sockets with positions."""
+    if not bench.server.spec or not bench.server.spec.positions:
+        return {"skipped": "no positions on this server"}
+    sizes = bench.sizes
+    return await _burst(
+        bench,
+        sizes.burst1k_sockets,
+        sizes.burst1k_messages,
+        "burst1k-pos",
+        app=True,
+        positioned=True,
+    )
 
 
 async def burst5k(bench: Bench) -> dict[str, Any]:
@@ -485,10 +547,16 @@ def _serving(role: str) -> bool:
 
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "burst1k": burst1k,
+    "burst1k-app": burst1k_app,
+    "burst1k-pos": burst1k_pos,
     "burst5k": burst5k,
     "steady": steady,
     "idle": idle,
 }
+
+
+# What a scenario adds to the environment of a server that can serve positions.
+SCENARIO_ENV: dict[str, dict[str, str]] = {"burst1k-app": HISTORY_ENV, "burst1k-pos": HISTORY_ENV}
 
 
 def sizes_dict(sizes: Sizes) -> dict[str, Any]:

@@ -55,6 +55,7 @@ class Running:
     redis_url: str = ""
     db_path: str = ""
     scratch: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def server_pid(self) -> int:
@@ -158,6 +159,8 @@ class ServerSpec:
     user_path: str | None = None
     own_channel: str = "user"
     measure_children: bool = False
+    # It has a history and message positions (the burst1k-app and burst1k-pos scenarios).
+    positions: bool = False
     # Returns "" when the server can run here, else a note why its row is skipped.
     available: Callable[[], str] = lambda: ""
 
@@ -168,16 +171,23 @@ class ServerSpec:
             "TESTPROJECT_DB": running.db_path,
             "PYTHONUNBUFFERED": "1",
             **self.env,
+            **running.extra_env,
         }
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         return env
 
-    def start(self, redis_url: str, db_path: str) -> Running:
+    def start(
+        self, redis_url: str, db_path: str, extra_env: dict[str, str] | None = None
+    ) -> Running:
+        """Start the processes; ``extra_env`` (a scenario's settings) is applied to servers
+        with ``positions`` only."""
         port = free_port()
         processes: dict[str, subprocess.Popen[bytes]] = {}
         logs: dict[str, Path] = {}
         running = Running(self.name, port, processes, logs, spec=self)
         running.redis_url, running.db_path = redis_url, db_path
+        if self.positions:
+            running.extra_env = dict(extra_env or {})
         env = self.environment(running)
         try:
             for role, command in self.commands(port, redis_url, running._scratch).items():
@@ -253,6 +263,7 @@ SERVERS: dict[str, ServerSpec] = {
                 "WS4REDIS_LOG_LEVEL": "WARNING",
             },
             user_path="/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session",
+            positions=True,
         ),
         ServerSpec(
             "naive",
