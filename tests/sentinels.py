@@ -74,6 +74,8 @@ class Switch:
     # Monotonic time of the first ``+switch-master`` and the new master's port.
     switched_at: float | None = None
     new_port: int | None = None
+    # Monotonic time of ``+convert-to-slave`` for the old master (manual failover).
+    demoted_at: float | None = None
     _switched: asyncio.Event = field(default_factory=asyncio.Event)
     _demoted: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -96,6 +98,8 @@ class Switch:
             self.new_port = int(words[4])
             self._switched.set()
         elif channel == b"+convert-to-slave" and words[3] == str(self.old_port):
+            if not self._demoted.is_set():
+                self.demoted_at = time.monotonic()
             self._demoted.set()
 
     async def _listen(self, port: int, ready: asyncio.Future[None]) -> None:

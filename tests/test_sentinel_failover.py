@@ -32,9 +32,11 @@ pytestmark = pytest.mark.slow
 SOCKETS = 400
 # Publications are paced: a steady stream like an application's, not a flood.
 PACE = 0.02
-# Delivery must resume this soon after the first +switch-master: well before the
-# ~10 s after which Sentinel demotes the old master (and its connections drop).
-RESUME_BOUND = 5.0
+# After a manual failover, delivery must resume before Sentinel demotes the old
+# master (~10 s later; its connections drop then): that proves the bridge followed
+# +switch-master rather than the demotion. Seconds alone would measure the machine's
+# load: on a busy 2-core machine, resuming took 9 s while the switch itself was prompt.
+# After a kill there is no demotion to compare with: the generous TIMEOUT bounds it.
 
 
 @pytest.fixture
@@ -213,6 +215,9 @@ async def _run_failover(
         sockets=SOCKETS,
         fault_to_switch_s=round(switch.switched_at - switch.started, 2),
         switch_to_all_sockets_resumed_s=round(resume - switch.switched_at, 2),
+        switch_to_demotion_s=(
+            None if switch.demoted_at is None else round(switch.demoted_at - switch.switched_at, 2)
+        ),
         published={ledger.facility: len(ledger.published) for ledger in ledgers},
         failed={ledger.facility: len(ledger.failed) for ledger in ledgers},
         reported_published_but_lost=lost,
@@ -222,7 +227,14 @@ async def _run_failover(
     new_master.close()
     # The publisher never reported success for a write the failover discarded.
     assert lost == {ledger.facility: [] for ledger in ledgers}
-    assert resume - switch.switched_at < RESUME_BOUND
+    if scenario == "manual":
+        assert switch.demoted_at is not None
+        assert resume < switch.demoted_at, (
+            f"resumed {resume - switch.switched_at:.2f} s after the switch, "
+            f"{resume - switch.demoted_at:.2f} s after the old master was demoted"
+        )
+    else:
+        assert resume - switch.switched_at < TIMEOUT
     # channels-redis logs its own reconnects with tracebacks; ours are single lines.
     assert "/ws4redis_channels/" not in server.log()
     # No socket got a message twice, nor an older stored message after newer ones.

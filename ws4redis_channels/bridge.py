@@ -5,7 +5,9 @@ Redis (:class:`~ws4redis_channels.subscriber.Subscriber`), it subscribes a
 channel while at least one local socket needs it and unsubscribes it after
 the last one leaves. Each message read from Redis is handed straight to the
 sinks (the sockets' outbound sides) that joined its channel, in the order
-Redis sent it: no channel layer, no task per message.
+Redis sent it: no channel layer, no task per message (the fan-out,
+:mod:`ws4redis_channels.fanout`). What the bridge knows of each channel is a
+:class:`~ws4redis_channels.channel_state.ChannelState`.
 
 Joining is ordered with replay (:mod:`ws4redis_channels.replay`): the stored
 message (or, for sockets with positions, the history after their position)
@@ -29,22 +31,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from . import patience, store
+from .channel_state import ChannelState, Sink
 from .connection import RedisTarget, async_client
-from .echoes import Echoes
 from .exceptions import RedisError, RedisUnavailable
+from .fanout import FanOut
 from .fence import fence
-from .frames import Batch, Outbound, make_message
 from .health import RedisHealth
 from .metrics import recorder
 from .outage import Outage
-from .positions import Position, message_frame, position_channel
-from .replay import Held, Joiner
+from .positions import Position
+from .replay import Joiner
 from .resp import encode_command
 from .subscriber import Subscriber
 
@@ -55,72 +56,7 @@ logger = logging.getLogger(__name__)
 SUBSCRIBE_CHUNK = 500
 
 
-class Sink(Protocol):
-    """What the bridge delivers to: the outbound side of one websocket."""
-
-    def deliver(self, batch: Batch) -> None:
-        """Send a batch of ASGI ``websocket.send`` messages, in order; must not block.
-
-        A burst on one channel comes as one batch: a fan-out costs a call per
-        socket, not per socket and message.
-        """
-
-    def redis_lost(self) -> None:
-        """Redis stayed unreachable past the bound: close the socket."""
-
-    def going_away(self) -> None:
-        """The server shuts down: close the socket with 1001."""
-
-
-class ChannelState:
-    """The local state of one Redis channel."""
-
-    __slots__ = (
-        "companion",
-        "echoes",
-        "joining",
-        "key",
-        "label",
-        "last",
-        "next_position",
-        "pending_subs",
-        "position",
-        "psinks",
-        "requested",
-        "sinks",
-        "waiters",
-    )
-
-    def __init__(self, key: bytes) -> None:
-        self.key = key
-        # The pub/sub channel on which each message's position precedes it.
-        self.companion = position_channel(key.decode()).encode()
-        # Each sink with its bound deliver method, looked up once; psinks get
-        # positions ("m <label> <position>\n<payload>"), sinks raw payloads.
-        self.sinks: dict[Sink, Callable[[Batch], None]] = {}
-        self.psinks: dict[Sink, Callable[[Batch], None]] = {}
-        self.label = ""
-        # Sinks still replaying, with the live messages held back for them.
-        self.joining: dict[Sink, list[Held]] = {}
-        # The newest position the channel's sockets got (live messages older
-        # than it are never delivered), and the position read from
-        # {<channel>}:pos for the message that follows.
-        self.position: Position | None = None
-        self.next_position: bytes | None = None
-        self.requested = False  # SUBSCRIBE written and not followed by UNSUBSCRIBE
-        self.pending_subs = 0  # SUBSCRIBE confirmations still to come
-        self.waiters: list[asyncio.Future[None]] = []
-        # The last payload the channel's sockets got: after a reconnect, the
-        # stored message is caught up only if it is not this one.
-        self.last: bytes | None = None
-        self.echoes = Echoes()
-
-    @property
-    def wanted(self) -> bool:
-        return bool(self.sinks or self.psinks or self.joining)
-
-
-class Bridge:
+class Bridge(FanOut):
     """One Redis subscription per process, shared by all of its websockets."""
 
     # Classic pub/sub; a shard bridge of a Redis Cluster (shard.py) uses the
@@ -331,14 +267,6 @@ class Bridge:
         """Sentinel moved the master to ``address``: resubscribe there at once."""
         self.subscriber.follow_master(address)
 
-    def deliver_local(self, channel: str, message: dict[str, Any]) -> None:
-        """Deliver an ASGI ``websocket.send`` message to the local sockets of ``channel``.
-
-        This is the channel layer path: the event says whether it is text or bytes.
-        """
-        payload = message["bytes"] if "bytes" in message else message["text"].encode("utf-8")
-        self._fanout(channel.encode(), [payload], [Outbound(message)])
-
     async def close(self) -> None:
         """Unsubscribe, close the connection and stop every task of the bridge."""
         if self._closed:
@@ -400,7 +328,7 @@ class Bridge:
             self.subscriber.write(encode_command(self._SUBSCRIBE, *keys))
         self._metrics.subscriptions(self._subscribed)
 
-    # -- reading ------------------------------------------------------------
+    # -- confirmations ------------------------------------------------------
 
     def _on_push(self, value: list[Any]) -> None:
         """Handle a pub/sub frame other than a message (confirmations)."""
@@ -422,140 +350,6 @@ class Bridge:
 
     def _unsubscribed(self, key: bytes) -> None:
         """An unsubscribe confirmation: nothing to do (a shard bridge overrides it)."""
-
-    def _on_values(self, values: list[list[Any]]) -> None:
-        """Handle the pub/sub frames of one read from Redis; runs of messages on
-        one channel are fanned out together."""
-        run_key: Any = None
-        run: list[bytes] = []
-        run_positions: list[Position | None] = []
-        run_ch: ChannelState | None = None
-        companions = self._companions
-        message = self._MESSAGE
-        for value in values:
-            if value[0] == message:
-                key = value[1]
-                owner = companions.get(key)
-                if owner is not None:
-                    # The position of the message that follows on the channel.
-                    owner.next_position = value[2]
-                    continue
-                if key != run_key:
-                    if run:
-                        self._fanout(run_key, run, positions=run_positions)
-                    run_key, run, run_positions = key, [], []
-                    run_ch = self._channels.get(key)
-                run.append(value[2])
-                if run_ch is not None and run_ch.next_position is not None:
-                    try:
-                        run_positions.append(Position.parse(run_ch.next_position))
-                    except ValueError:
-                        run_positions.append(None)
-                    run_ch.next_position = None
-                else:
-                    run_positions.append(None)
-                continue
-            if run:
-                self._fanout(run_key, run, positions=run_positions)
-                run_key, run, run_positions = None, [], []
-            self._on_push(value)
-        if run:
-            self._fanout(run_key, run, positions=run_positions)
-
-    def _fanout(
-        self,
-        key: bytes,
-        payloads: list[bytes],
-        messages: list[Outbound] | None = None,
-        *,
-        positions: list[Position | None] | None = None,
-    ) -> None:
-        ch = self._channels.get(key)
-        if ch is None:
-            return
-        if positions is None:
-            positions = [None] * len(payloads)
-        elif ch.position is not None:
-            newest = ch.position
-            if any(p is not None and p <= newest for p in positions):
-                # Older than what the channel delivered (a Redis that lags
-                # behind after a failover): never deliver it.
-                kept = []
-                for i, p in enumerate(positions):
-                    if p is None or p > newest:
-                        kept.append(i)
-                        newest = p or newest
-                payloads = [payloads[i] for i in kept]
-                positions = [positions[i] for i in kept]
-                messages = None if messages is None else [messages[i] for i in kept]
-                if not payloads:
-                    return
-        for held in ch.joining.values():
-            held.extend(zip(payloads, positions, strict=True))
-        if not ch.sinks and not ch.psinks:
-            return
-        timed = self._metrics.enabled and not self._timing
-        start = time.perf_counter() if timed else 0.0
-        ch.last = payloads[-1]
-        for position in reversed(positions):
-            if position is not None:
-                ch.position = position
-                break
-        if ch.echoes:
-            # Some sender must not get its own publication back: message by message.
-            for i, payload in enumerate(payloads):
-                skip: Any = ch.echoes.take(payload)
-                sent = 0
-                if ch.sinks:
-                    message = messages[i] if messages is not None else make_message(payload)
-                    sent += self._deliver(ch.sinks, ch, Batch([message]), skip)
-                if ch.psinks:
-                    framed = make_message(message_frame(ch.label, positions[i], payload))
-                    sent += self._deliver(ch.psinks, ch, Batch([framed]), skip)
-                self._metrics.delivered(sent, sent * len(payload))
-        else:
-            sent = 0
-            if ch.sinks:
-                if messages is None:
-                    messages = [make_message(payload) for payload in payloads]
-                sent += self._deliver(ch.sinks, ch, Batch(messages), None)
-            if ch.psinks:
-                label = ch.label
-                framed_messages = [
-                    make_message(message_frame(label, position, payload))
-                    for payload, position in zip(payloads, positions, strict=True)
-                ]
-                sent += self._deliver(ch.psinks, ch, Batch(framed_messages), None)
-            # Counted per fan-out, not per socket: the metrics stay off the hot loop.
-            self._metrics.delivered(sent * len(payloads), sent * sum(map(len, payloads)))
-        if timed:
-            # The outlets' flush was queued during the delivery: this callback runs
-            # after the frames of this read went out to every socket.
-            self._timing = True
-            self._loop.call_soon(self._fanout_done, start)
-
-    def _fanout_done(self, start: float) -> None:
-        self._timing = False
-        self._metrics.fanout_took_since(start)
-
-    def _deliver(
-        self,
-        sinks: dict[Sink, Callable[[Batch], None]],
-        ch: ChannelState,
-        batch: Batch,
-        skip: Sink | None,
-    ) -> int:
-        """Hand ``batch`` to every sink in ``sinks`` but ``skip``; return how many got it."""
-        # One list per fan-out (a sink may leave while we deliver), and no
-        # other allocation per socket: a fan-out to thousands stays cheap.
-        delivers = list(sinks.values())
-        for deliver in delivers:
-            if skip is None or deliver.__self__ is not skip:  # type: ignore[attr-defined]
-                try:
-                    deliver(batch)
-                except Exception:
-                    logger.exception("Delivering messages on %r failed", ch.key)
-        return len(delivers) - (1 if skip is not None and skip in sinks else 0)
 
     # -- connection management ----------------------------------------------
 

@@ -8,7 +8,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import conf
-from .connection import parse_target
+from .target import parse_target
 
 __all__ = ["check_settings"]
 

@@ -7,7 +7,8 @@ traffic. Frames the client sends are published on the channels of its
 publish flags. Every refusal closes with a code from :mod:`ws4redis_channels.codes`
 and logs a line that says why.
 
-The consumer holds no naming logic (that is :mod:`ws4redis_channels.names`)
+The checks of the handshake are in :mod:`ws4redis_channels.admission`. The
+consumer holds no naming logic (that is :mod:`ws4redis_channels.names`)
 and no channel layer of its own: the bridge serves all sockets of the process.
 """
 
@@ -31,15 +32,19 @@ from .accelerator import (
     raw_send,
 )
 from .access import (
-    MAX_QUERY_FIELDS,
-    MAX_QUERY_LENGTH,
     PUBLISH_FLAGS,
     SUBSCRIBE_FLAGS,
-    Identity,
     WebsocketRequest,
     allowed_flags,
     parse_flags,
     resolve_identity,
+)
+from .admission import (
+    Refusal,
+    channels_for,
+    check_identity,
+    check_request,
+    presented_positions,
 )
 from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
@@ -50,9 +55,8 @@ from .intake import current_intake
 from .limits import PublishLimits, identity_key, process_limits
 from .logs import describe_socket, escaped
 from .metrics import recorder
-from .names import Audience, Target, channel_for, validate_facility
+from .names import Audience, validate_facility
 from .outlet import Outlet
-from .positions import Position, channel_label, parse_since, wants_positions
 from .runtime import current_bridge, current_relay
 from .subprotocols import offered_subprotocols, select_subprotocol
 
@@ -75,12 +79,6 @@ def _subprotocol(scope: dict[str, Any]) -> str | None:
             ", ".join(escaped(name, 60) for name in offered[:5]),
         )
     return chosen
-
-
-class _Refusal(Exception):
-    def __init__(self, code: CloseCode, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
 
 
 class _LeanConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -168,7 +166,7 @@ class WebsocketConsumer(_LeanConsumer):
             recorder().handshake(403)
             await self.close()
             return
-        except _Refusal as refusal:
+        except Refusal as refusal:
             await self._refuse(refusal.code, str(refusal))
             return
         except RedisError as exc:  # RedisUnavailable, RedisTimeout, RedisCommandError
@@ -189,29 +187,15 @@ class WebsocketConsumer(_LeanConsumer):
             await self._refuse(CloseCode.HANDSHAKE_FAILED, f"{type(exc).__name__}", log=False)
             return
 
-    def _check_request(self) -> None:
-        query = self.scope.get("query_string", b"")
-        if len(query) > MAX_QUERY_LENGTH:
-            raise _Refusal(
-                CloseCode.BAD_REQUEST,
-                f"query string of {len(query)} bytes; at most {MAX_QUERY_LENGTH} are accepted",
-            )
-        fields = query.count(b"&" if isinstance(query, bytes) else "&") + 1
-        if fields > MAX_QUERY_FIELDS:
-            raise _Refusal(
-                CloseCode.BAD_REQUEST,
-                f"query string with {fields} parameters; at most {MAX_QUERY_FIELDS} are accepted",
-            )
-
     async def _handshake(self) -> None:
         scope = self.scope
-        self._check_request()
+        check_request(scope)
         raw_facility = scope.get("url_route", {}).get("kwargs", {}).get(FACILITY_KWARG, "")
         try:
             self.facility = validate_facility(raw_facility)
         except InvalidName as exc:
             self.facility = ""
-            raise _Refusal(CloseCode.BAD_REQUEST, str(exc)) from None
+            raise Refusal(CloseCode.BAD_REQUEST, str(exc)) from None
         requested = parse_flags(scope.get("query_string", b""))
         audiences = {SUBSCRIBE_FLAGS.get(f) or PUBLISH_FLAGS.get(f) for f in requested}
         identity = await resolve_identity(
@@ -219,7 +203,7 @@ class WebsocketConsumer(_LeanConsumer):
             session=Audience.SESSION in audiences,
             groups=Audience.GROUP in audiences,
         )
-        self._check_identity(requested, identity)
+        check_identity(requested, identity)
         flags = await allowed_flags(WebsocketRequest(scope, self.facility), requested)
         denied = [f for f in requested if f not in flags]
         if denied:
@@ -227,15 +211,21 @@ class WebsocketConsumer(_LeanConsumer):
                 "Websocket %s: flags not permitted: %s", self._where(), ", ".join(denied)
             )
         self.echo = "echo" in flags
-        self.subscribe_channels = self._channels(flags, SUBSCRIBE_FLAGS, identity)
-        self.publish_channels = self._channels(flags, PUBLISH_FLAGS, identity)
+        self.subscribe_channels = channels_for(
+            self.facility, flags, SUBSCRIBE_FLAGS, identity, self._labels
+        )
+        self.publish_channels = channels_for(
+            self.facility, flags, PUBLISH_FLAGS, identity, self._labels
+        )
         if self.publish_channels:
             session = identity.session
             if identity.user is None and session is None:
                 # An anonymous publisher with a saved session is limited by it.
                 session = (await resolve_identity(scope, session=True)).session
             self._publisher = identity_key(identity.user, session, scope.get("client"))
-        labels, since = self._positions(scope.get("query_string", b""))
+        labels, since = presented_positions(
+            scope.get("query_string", b""), self.subscribe_channels, self._labels
+        )
 
         # Subscribe before accepting: once the client sees the socket open,
         # everything published from then on reaches it. The outlet holds the
@@ -272,62 +262,6 @@ class WebsocketConsumer(_LeanConsumer):
         # A message in 1-byte fragments must not cost 40 bytes of memory per byte.
         self._protocol = daphne_protocol(raw_send(self.base_send))
         bound_fragmented_messages(self._protocol)
-
-    def _positions(
-        self, query_string: bytes
-    ) -> tuple[dict[str, str] | None, dict[str, Position] | None]:
-        """The labels of the subscribed channels and the positions presented, if the
-        socket asked for positions (see positions.py)."""
-        if not wants_positions(query_string):
-            return None, None
-        try:
-            presented = parse_since(query_string)
-        except ValueError as exc:
-            raise _Refusal(CloseCode.BAD_REQUEST, str(exc)) from None
-        labels = {c: self._labels[c] for c in self.subscribe_channels}
-        since = {c: presented[label] for c, label in labels.items() if label in presented}
-        return labels, since
-
-    def _check_identity(self, flags: list[str], identity: Identity) -> None:
-        for flag in flags:
-            audience = SUBSCRIBE_FLAGS.get(flag) or PUBLISH_FLAGS.get(flag)
-            if audience in (Audience.USER, Audience.GROUP) and identity.user is None:
-                raise _Refusal(CloseCode.LOGIN_REQUIRED, f"{flag} needs a logged-in user")
-            if audience is Audience.SESSION and identity.session is None:
-                raise _Refusal(CloseCode.SESSION_REQUIRED, f"{flag} needs a saved session")
-
-    def _channels(
-        self, flags: list[str], table: dict[str, Audience], identity: Identity
-    ) -> list[str]:
-        targets: list[Target] = []
-        for flag in flags:
-            audience = table.get(flag)
-            if audience is Audience.BROADCAST:
-                targets.append(Target(audience, self.facility))
-            elif audience is Audience.USER:
-                targets.append(Target(audience, self.facility, identity.user))
-            elif audience is Audience.SESSION:
-                targets.append(Target(audience, self.facility, identity.session))
-            elif audience is Audience.GROUP:
-                targets.extend(Target(audience, self.facility, g) for g in identity.groups)
-        prefix, naming = conf.WS4REDIS_PREFIX, conf.WS4REDIS_NAMING
-        channels: dict[str, None] = {}
-        for target in targets:
-            try:
-                channel = channel_for(target, prefix=prefix, naming=naming)
-                channels[channel] = None
-                self._labels[channel] = channel_label(target)
-            except InvalidName as exc:
-                # e.g. a user named "_broadcast_": never alias another audience.
-                code = (
-                    CloseCode.LOGIN_REQUIRED
-                    if target.audience is Audience.USER
-                    else CloseCode.BAD_REQUEST
-                )
-                raise _Refusal(
-                    code, f"cannot name a {target.audience.value} channel: {exc}"
-                ) from None
-        return list(channels)
 
     async def _refuse(self, code: CloseCode, detail: str, *, log: bool = True) -> None:
         if log:

@@ -40,7 +40,7 @@ from .store import Replay
 from .subscriber import Subscriber
 
 if TYPE_CHECKING:
-    from .bridge import ChannelState, Sink
+    from .channel_state import ChannelState, Sink
 
 __all__ = ["Held", "Join", "Joiner", "Planned", "plan"]
 

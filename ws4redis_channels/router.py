@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import store
-from .bridge import Sink
+from .channel_state import Sink
 from .connection import RedisTarget, async_client, ssl_context
 from .exceptions import RedisError, RedisUnavailable
 from .health import RedisHealth

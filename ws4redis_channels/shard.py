@@ -22,14 +22,15 @@ import logging
 import random
 from collections.abc import Callable
 
-from .bridge import Bridge, ChannelState, Sink
-from .connection import RedisTarget
+from .bridge import Bridge
+from .channel_state import ChannelState, Sink
 from .positions import Position
 from .replay import Joiner
 from .resp import ReplyError, encode_command
 from .slots import Node, key_slot
 from .store import Replay
 from .subscriber import Subscriber
+from .target import RedisTarget
 
 __all__ = ["PlainListener", "ShardBridge"]
 

@@ -8,11 +8,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import conf
-from ...connection import parse_target
 from ...diagnostics import explain_redis_error, redis_errors
 from ...exceptions import InvalidName
 from ...metrics import publishing_as
 from ...publisher import channels, publish
+from ...target import parse_target
 
 
 class Command(BaseCommand):
