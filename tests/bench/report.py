@@ -31,7 +31,15 @@ def _num(value: Any, digits: int = 0) -> str:
 
 def _losses(results: Results, server: str) -> tuple[int | None, int | None]:
     lost = dup = None
-    for scenario in ("burst1k", "burst1k-app", "burst1k-pos", "burst5k", "steady", "channels"):
+    for scenario in (
+        "burst1k",
+        "burst1k-app",
+        "burst1k-pos",
+        "burst5k",
+        "steady",
+        "steady-pos",
+        "channels",
+    ):
         entry = results.get(server, {}).get(scenario)
         if not entry or "error" in entry or "skipped" in entry:
             continue
@@ -73,6 +81,7 @@ COLUMNS = [
     ("p50 ms", 8),
     ("p99 ms", 8),
     ("max ms", 8),
+    ("pos p99 ms", 10),
     ("lost", 8),
     ("dup", 6),
     ("KB/idle sock", 12),
@@ -100,6 +109,7 @@ def table(results: Results) -> str:
                 _cell(results, server, "steady", "p50_ms", digits=1),
                 _cell(results, server, "steady", "p99_ms", digits=1),
                 _cell(results, server, "steady", "max_ms", digits=1),
+                _cell(results, server, "steady-pos", "p99_ms", digits=1),
                 _num(lost),
                 _num(dup),
                 _cell(results, server, "idle", "kb_per_socket", digits=1),
@@ -146,6 +156,7 @@ TARGETS = {
     # Issue 12: a burst to sockets with positions against the same burst without.
     "burst1k_positions_over_plain": (0.8, "min"),
     "burst1k_positions_over_app": (0.8, "min"),
+    "steady_p99_positions_over_plain": (1.2, "max"),
 }
 
 
@@ -192,6 +203,9 @@ def targets(results: Results) -> dict[str, Any]:
             results,
             (product, "burst1k-pos", "deliveries_per_s"),
             (product, "burst1k-app", "deliveries_per_s"),
+        ),
+        "steady_p99_positions_over_plain": _ratio2(
+            results, (product, "steady-pos", "p99_ms"), (product, "steady", "p99_ms")
         ),
     }
     out = {}

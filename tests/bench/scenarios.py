@@ -56,7 +56,7 @@ FACILITY = "bench"
 CHANNEL = b"_broadcast_:" + FACILITY.encode()
 PATH = f"/ws/{FACILITY}?subscribe-broadcast"
 POSITIONS_PATH = PATH + "&positions"
-# The product with a history: what the burst1k-app and burst1k-pos scenarios need.
+# The product with a history: what the burst1k-app, burst1k-pos and steady-pos scenarios need.
 HISTORY_ENV = {"WS4REDIS_HISTORY_SIZE": "1000", "WS4REDIS_HISTORY_TTL": "300"}
 HOST = "127.0.0.1"
 
@@ -196,10 +196,12 @@ class Window:
         self.bench = bench
         self.began = time.monotonic()
         self.before = bench.cpu()
+        self.seconds = 0.0
 
     def close(self) -> dict[str, float]:
         after = self.bench.cpu()
         wall = max(1e-9, time.monotonic() - self.began)
+        self.seconds = wall
         used = {role: 100 * (after[role] - self.before[role]) / wall for role in after}
         machine = used.pop("machine")
         used["others"] = max(0.0, machine - sum(used.values()))
@@ -419,6 +421,11 @@ async def _burst(
                     "first_delivery_ms": (min(firsts) - began) / 1e6 if firsts else math.nan,
                     "deliveries_per_s": counted["delivered"] / seconds if seconds else math.nan,
                     "cpu_percent": cpu,
+                    # The server's CPU for the round (10 ms ticks: coarse); it
+                    # tells the server's cost when the client is the limit.
+                    "server_cpu_ms": sum(pct for role, pct in cpu.items() if _serving(role))
+                    * window.seconds
+                    * 10,
                     **counted,
                 }
             )
@@ -432,6 +439,7 @@ async def _burst(
             "sockets": sockets,
             "messages": messages,
             "deliveries_per_s": statistics.median(rates),
+            "server_cpu_ms": statistics.median(r["server_cpu_ms"] for r in rounds),
             "lost": sum(r["lost"] for r in rounds),
             "duplicated": sum(r["duplicated"] for r in rounds),
             "reordered": sum(r["reordered"] for r in rounds),
@@ -478,9 +486,23 @@ async def burst5k(bench: Bench) -> dict[str, Any]:
 
 
 async def steady(bench: Bench) -> dict[str, Any]:
+    return await _steady(bench, "steady")
+
+
+async def steady_pos(bench: Bench) -> dict[str, Any]:
+    """steady published through the app with a history, to sockets with positions."""
+    if not bench.server.spec or not bench.server.spec.positions:
+        return {"skipped": "no positions on this server"}
+    return await _steady(bench, "steady-pos", app=True, positioned=True)
+
+
+async def _steady(
+    bench: Bench, label: str, *, app: bool = False, positioned: bool = False
+) -> dict[str, Any]:
     sizes = bench.sizes
     messages = round(sizes.steady_rate * sizes.steady_seconds)
-    async with _Session(bench) as session:
+    path = POSITIONS_PATH if positioned else PATH
+    async with _Session(bench, path, positioned=positioned) as session:
         assert session.publisher is not None
         await session.open(sizes.steady_sockets)
         await session.ready()
@@ -490,7 +512,7 @@ async def steady(bench: Bench) -> dict[str, Any]:
         live = [s for s in session.sockets if not s.gone]
         others = await bench.wait_idle()
         done = session.meter.expect(messages * len(live))
-        bench.profile_start("steady")
+        bench.profile_start(label)
         window = bench.window()
         # time.monotonic(), not loop.time(): uvloop's clock is cached per iteration.
         start = time.monotonic() + 0.05
@@ -499,14 +521,19 @@ async def steady(bench: Bench) -> dict[str, Any]:
             target = start + i / sizes.steady_rate
             await asyncio.sleep(max(0.0, target - time.monotonic()))
             late = max(late, time.monotonic() - target)
-            session.publisher.publish(CHANNEL, make_payload(i, sizes.payload))
+            command = session.publisher.app_command if app else session.publisher.command
+            session.publisher.write(command(CHANNEL, make_payload(i, sizes.payload)))
         outcome = await _wait_deliveries(
             bench, session.meter, done, sizes.drain_timeout, sizes.quiet
         )
         cpu = window.close()
         bench.profile_stop()
         counted = tally(live, 0, messages)
+        if positioned:
+            counted["unpositioned"] = sum(s.positions().count(b"-") for s in live)
         return {
+            "published": "FCALL ws4redis_publish" if app else "PUBLISH",
+            "positions": positioned,
             "sockets": sizes.steady_sockets,
             "rate": sizes.steady_rate,
             "messages": messages,
@@ -551,12 +578,17 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "burst1k-pos": burst1k_pos,
     "burst5k": burst5k,
     "steady": steady,
+    "steady-pos": steady_pos,
     "idle": idle,
 }
 
 
 # What a scenario adds to the environment of a server that can serve positions.
-SCENARIO_ENV: dict[str, dict[str, str]] = {"burst1k-app": HISTORY_ENV, "burst1k-pos": HISTORY_ENV}
+SCENARIO_ENV: dict[str, dict[str, str]] = {
+    "burst1k-app": HISTORY_ENV,
+    "burst1k-pos": HISTORY_ENV,
+    "steady-pos": HISTORY_ENV,
+}
 
 
 def sizes_dict(sizes: Sizes) -> dict[str, Any]:
