@@ -48,9 +48,11 @@ class Daphne:
         *args: str,
         port: int | None = None,
         app: str = "testproject.asgi:application",
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.app = app
+        self.tls = tls  # (private key, certificate): daphne terminates TLS itself
         self.env = {**os.environ, **(env or {})}
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
         # The test process allows sync ORM calls from async tests; the server must not.
@@ -61,25 +63,30 @@ class Daphne:
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{path}"
 
     def http(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def start(self) -> Daphne:
         log = open(self.log_path, "ab")
+        if self.tls:
+            key, cert = self.tls
+            where = [
+                "-e",
+                f"ssl:port={self.port}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+            ]
+        else:
+            where = ["-b", "127.0.0.1", "-p", str(self.port)]
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
+                *where,
                 *self.args,
                 self.app,
             ],

@@ -30,6 +30,15 @@ RENAMES = [
     ("autobahn.", "SEND_STATE_GROUND", "SEND_STATE_IDLE", "direct_writes"),
     ("autobahn.", "_perMessageCompress", "_per_message_compress", "direct_writes"),
     ("autobahn.", "failByDrop", "fail_by_drop", "close_frames"),
+    ("autobahn.", "sendPreparedMessage", "send_prepared_message", "prepared_writes"),
+    ("autobahn.", "prepareMessage", "prepare_message", "prepared_writes"),
+    # Only the method (autobahn itself calls unregisterProducer on the transport).
+    (
+        "autobahn.twisted.websocket",
+        "def registerProducer",
+        "def register_producer",
+        "producer_bound",
+    ),
     ("autobahn.", "http_request_data", "http_request_bytes", "handshake_release"),
     # daphne calls these too: a release renaming them would ship with a daphne that follows.
     ("autobahn.,daphne.", "sendCloseFrame", "send_close_frame", "going_away"),

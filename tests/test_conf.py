@@ -52,6 +52,8 @@ def test_settings_are_read_on_every_access():
         ("WS4REDIS_OUTAGE_TIMEOUT", 0, "must be positive"),
         ("WS4REDIS_CHANNEL_LAYER", "nope", "not in CHANNEL_LAYERS"),
         ("WS4REDIS_ALLOWED_ORIGINS", "http://x", "must be a list"),
+        ("WS4REDIS_ACCELERATIONS_OFF", "direct_writes", "must be a list"),
+        ("WS4REDIS_ACCELERATIONS_OFF", ["direct_write"], "unknown acceleration direct_write"),
     ],
 )
 def test_wrong_values_raise_and_are_reported_by_the_checks(name, value, message):

@@ -189,6 +189,59 @@ async def test_a_redis_restart_counts_a_reconnect_and_the_seconds_without_redis(
         await ws.close()
 
 
+async def test_redis_dropping_the_subscriber_for_its_output_buffer_is_logged_and_counted(
+    daphne_factory: Any,
+) -> None:
+    # The real condition: a daphne process that does not read while publications
+    # for it pile up in Redis, past a small client-output-buffer-limit pubsub.
+    with RedisServer() as redis_server:
+        admin = redis.Redis(port=redis_server.port)
+        admin.config_set("client-output-buffer-limit", "pubsub 64kb 32kb 1")
+        server = daphne_factory(
+            {"REDIS_URL": redis_server.url, "WS4REDIS_MAX_BUFFER_SIZE": str(64 << 20)}
+        )
+        ws = await connect(server, "/ws/obl?subscribe-broadcast")
+        await until(server, lambda s: value(s, "ws4redis_redis_connected") == 1)
+        received: list[str] = []
+        reader = asyncio.create_task(_read_until(ws, "after the drop", received))
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            # Redis counts a receiver until it drops the stopped process's subscriber.
+            for sent in range(100_000):
+                if not admin.publish("_broadcast_:obl", f"{sent:06d}" + "x" * 16384):
+                    break
+            else:
+                raise AssertionError("Redis never dropped the subscriber")
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        samples = await until(
+            server,
+            lambda s: (
+                value(s, "ws4redis_redis_output_buffer_drops_total") == 1
+                and value(s, "ws4redis_redis_reconnects_total") == 1
+            ),
+        )
+        assert value(samples, "ws4redis_sockets_open") == 1
+        assert "client-output-buffer-limit pubsub" in server.log()
+        assert "were lost" in server.log()
+        # Delivery resumes once the process has subscribed again.
+        await until(server, lambda s: admin.pubsub_numsub("_broadcast_:obl")[0][1] == 1)
+        admin.publish("_broadcast_:obl", "after the drop")
+        await asyncio.wait_for(reader, TIMEOUT)
+        # What reached the socket before the drop came in order, then the new message.
+        assert received[-1] == "after the drop"
+        numbers = [int(m[:6]) for m in received[:-1]]
+        assert numbers == sorted(numbers) and len(numbers) < sent
+        admin.close()
+        await ws.close()
+
+
+async def _read_until(ws: Any, last: str, received: list[str]) -> None:
+    while not received or received[-1] != last:
+        received.append(await ws.recv())
+
+
 async def test_a_scrape_of_any_process_reports_the_hosts_totals(
     daphne_factory: Any, tmp_path: Path
 ) -> None:

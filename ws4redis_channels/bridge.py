@@ -358,11 +358,7 @@ class Bridge(FanOut):
         self._ever_connected = self._up = True
         self._outage.end(len(self._channels))
         self.health.up()
-        drops = self._loop.create_task(
-            self.health.check_output_buffer_drop(async_client(self.target))
-        )
-        self._background.add(drops)
-        drops.add_done_callback(self._background.discard)
+        self.health.output_buffer_drops_seen(self.subscriber.output_buffer_drops)
         if self.heartbeat is not None:
             self.heartbeat.refresh_soon()
         # Other languages publish with persistence through this function; it

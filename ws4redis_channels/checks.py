@@ -40,6 +40,7 @@ SETTING_IDS = {
     # E025-E029 were kept for settings of the same release (ids are never reused).
     "WS4REDIS_SUBPROTOCOLS": "E030",
     "WEBSOCKET_HOST": "E031",
+    "WS4REDIS_ACCELERATIONS_OFF": "E032",
     # Settings of the operations tools; the project around the app is checked
     # in project_checks.py (E1xx/W1xx).
     "WS4REDIS_METRICS": "E050",

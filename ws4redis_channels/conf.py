@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_CHANNEL_LAYER": "default",
     "WS4REDIS_ALLOWED_ORIGINS": None,
     "WS4REDIS_DIRECT_WRITES": True,
+    "WS4REDIS_ACCELERATIONS_OFF": (),
     "WS4REDIS_SUBPROTOCOLS": None,
     "WS4REDIS_HISTORY_SIZE": 0,
     "WS4REDIS_HISTORY_TTL": 300,
@@ -262,6 +263,24 @@ class Settings:
                 f"WS4REDIS_DIRECT_WRITES must be True or False, got {value!r}"
             )
         return value
+
+    @property
+    def WS4REDIS_ACCELERATIONS_OFF(self) -> frozenset[str]:
+        from .accelerator.probe import ACCELERATIONS
+
+        value = _get("WS4REDIS_ACCELERATIONS_OFF")
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise ImproperlyConfigured(
+                f"WS4REDIS_ACCELERATIONS_OFF must be a list of acceleration names, got {value!r}"
+            )
+        names = frozenset(value)
+        unknown = sorted(map(str, names - set(ACCELERATIONS)))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"WS4REDIS_ACCELERATIONS_OFF: unknown acceleration {', '.join(unknown)}; "
+                f"known are {', '.join(ACCELERATIONS)}"
+            )
+        return names
 
     @property
     def WS4REDIS_METRICS(self) -> bool:

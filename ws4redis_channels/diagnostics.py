@@ -22,6 +22,8 @@ def redis_errors() -> tuple[type[BaseException], ...]:
 
     return (
         redis.exceptions.RedisError,
+        # Not a RedisError: no node of a cluster's URL answered.
+        redis.exceptions.RedisClusterException,
         RedisError,
         OSError,
         asyncio.TimeoutError,

@@ -39,14 +39,17 @@ def encode_frame(message: dict[str, Any]) -> bytes:
 class Outbound(dict):  # type: ignore[type-arg]
     """An ASGI ``websocket.send`` message shared by every socket of one fan-out.
 
-    Its websocket frame is encoded on first use and then shared too.
+    Its websocket frame is encoded on first use and then shared too, and so is
+    the server's own form of it (``prepared``: autobahn's prepared message,
+    made by the accelerator).
     """
 
-    __slots__ = ("_frame",)
+    __slots__ = ("_frame", "prepared")
 
     def __init__(self, message: dict[str, Any]) -> None:
         super().__init__(message)
         self._frame: bytes | None = None
+        self.prepared: Any = None
 
     @property
     def frame(self) -> bytes:

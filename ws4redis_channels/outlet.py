@@ -3,8 +3,10 @@
 The bridge fans a message out to many sockets from one loop over their
 :class:`Outlet` objects, without a task per socket. Two ways out exist:
 
-* Under daphne, on a plain TCP connection, frames are written straight to the
-  socket (:class:`~ws4redis_channels.accelerator.DaphneSocket`). Messages
+* Under daphne, frames go past its ASGI ``send``
+  (:class:`~ws4redis_channels.accelerator.DaphneSocket`): on a plain TCP
+  connection written straight to the socket, under TLS as autobahn's prepared
+  messages. Messages
   delivered while the loop runs one callback (e.g. every message of one read
   from Redis) are gathered per socket and written with one ``send`` when the
   callback is over: a burst costs one system call per socket, not one per
@@ -137,10 +139,10 @@ class Outlet:
             sock.prefer_close_frames()
             sock.count_pongs(self._check_bound)
             if not direct_writes:
-                sock.direct = False
+                sock.use_asgi()
         self._flush_queue = _FlushQueue.current()
-        # Messages gathered for the next flush; None unless direct writes are
-        # on, the socket is released and not closed (then deliver() is short).
+        # Messages gathered for the next flush; None unless frames go past ASGI,
+        # the socket is released and not closed (then deliver() is short).
         self._pending: list[Batch] | None = None
         self._max_buffer = max_buffer
         self._on_overflow = on_overflow
@@ -161,7 +163,7 @@ class Outlet:
         sock = self._socket
         if sock is not None:
             sock.opened()
-            if sock.direct and not self.closed:
+            if sock.fast and not self.closed:
                 self._pending = []
         if held:
             self.deliver(Batch(list(held)))
@@ -182,7 +184,7 @@ class Outlet:
     def _use_asgi(self) -> None:
         pending, self._pending = self._pending, None
         if self._socket is not None:
-            self._socket.direct = False
+            self._socket.use_asgi()
         for batch in pending or ():
             for message in batch.messages:
                 self._send_now(message)
@@ -212,12 +214,9 @@ class Outlet:
         if not pending:
             return
         self._pending = []
-        # A lone batch (the common case) is written as the bytes every other
-        # socket of the fan-out gets too: nothing is joined per socket.
-        data = pending[0].data if len(pending) == 1 else b"".join([b.data for b in pending])
         sock = self._socket
         assert sock is not None
-        if sock.write(data):
+        if sock.write(pending):
             if sock.queued() > self._max_buffer:
                 self._overflow()
             return
@@ -242,7 +241,7 @@ class Outlet:
             yielded = coroutine.send(None)
         except StopIteration:
             sock = self._socket
-            if sock is not None and sock.queued() > self._max_buffer:
+            if sock is not None and sock.sent(_size(message)) > self._max_buffer:
                 self._overflow()
             return
         except Exception:

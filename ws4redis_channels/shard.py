@@ -74,6 +74,8 @@ class ShardBridge(Bridge):
             outage_timeout=outage_timeout,
             history_ttl=history_ttl,
         )
+        # Logs and the status report name the primary, not the whole cluster.
+        self.health.where = self.subscriber.target.describe()
 
     def _make_subscriber(self) -> Subscriber:
         return Subscriber(

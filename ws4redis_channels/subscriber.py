@@ -15,7 +15,12 @@ When Redis itself closes the connection while it is up, the usual cause is
 ``client-output-buffer-limit pubsub``: the process read too slowly, and what
 Redis held for it is gone. The subscriber names that in the log and counts it
 (:attr:`Subscriber.dropped_by_redis`, and :attr:`Subscriber.output_buffer_drops`
-when Redis 7.4+ confirms it in ``INFO stats``).
+for the drops it takes for the output buffer limit). Redis 7.4 and later
+confirm such a drop in ``INFO stats``; with older ones the subscriber judges
+from what it read last: Redis drops a subscriber for its output buffer only
+when the socket's buffers are full, so the reads before the close come back
+full (:data:`BEHIND_READ` bytes or more). A ``CLIENT KILL`` of a subscriber
+that keeps up is not taken for one.
 
 With Sentinel, :meth:`Subscriber.follow_master` moves the connection to a new
 master the moment Sentinel names it (the old one can stay up and writable for
@@ -46,6 +51,9 @@ HEALTH_INTERVAL = 15.0
 # INFO stats field (Redis 7.4+) counting clients dropped for their output buffer.
 OUTPUT_BUFFER_FIELD = b"client_output_buffer_limit_disconnections"
 HEALTH_TIMEOUT = 10.0
+# A read this large found more waiting than the loop takes at once: the process
+# was behind. Redis only drops a subscriber for its output buffer when it is.
+BEHIND_READ = 64 * 1024
 # Frames that belong to the subscription, not to a request's reply.
 PUSH_KINDS = frozenset(
     {
@@ -100,12 +108,20 @@ class _Protocol(asyncio.Protocol):
         self.parser = new_parser()
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # 2 after a read of BEHIND_READ bytes or more, one less per smaller read:
+        # non-zero when one of the last two reads was full (the last may be the
+        # rest of a backlog).
+        self.behind = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not inherit from asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if len(data) >= BEHIND_READ:
+            self.behind = 2
+        elif self.behind:
+            self.behind -= 1
         try:
             values = self.parser.feed(data)
         except ValueError:
@@ -161,6 +177,7 @@ class Subscriber:
         self._runner: asyncio.Task[None] | None = None
         self._aborting = False  # we are closing the connection ourselves
         self._closed_by_peer = False  # the last connection ended with a clean EOF
+        self._behind_at_close = False  # ...right after full reads (see BEHIND_READ)
         self._drop_count: int | None = None  # OUTPUT_BUFFER_FIELD at the last connect
         #: How often Redis closed the connection while it was up (see module doc).
         self.dropped_by_redis = 0
@@ -294,6 +311,7 @@ class Subscriber:
         # Fail what waits for a reply now: no request may wait out its timeout
         # on a connection that is gone.
         self._closed_by_peer = exc is None and not self._aborting and not self._closed
+        self._behind_at_close = protocol.behind > 0
         self._connected.clear()
         self._outbox.clear()
         self._fail_replies(f"connection lost ({exc!r})" if exc else "connection lost")
@@ -361,12 +379,21 @@ class Subscriber:
                 "the limit, or run more processes",
                 self.target.describe(),
             )
-        elif now is None:
+        elif now is None and self._behind_at_close:
+            self.output_buffer_drops += 1
             logger.error(
-                "Redis at %s closed the subscriber connection while up: most likely its "
-                "client-output-buffer-limit pubsub (this process read too slowly), or a "
-                "CLIENT KILL; Redis before 7.4 does not say which. Messages Redis held for "
-                "the process were lost (sockets got the stored ones again)",
+                "Redis at %s dropped the subscriber while this process was behind reading "
+                "it: most likely for its client-output-buffer-limit pubsub (Redis before 7.4 "
+                "does not confirm it). This process read too slowly, and the messages Redis "
+                "held for it on all its channels were lost (sockets got the stored ones "
+                "again); raise the limit, or run more processes",
+                self.target.describe(),
+            )
+        elif now is None:
+            logger.warning(
+                "Redis at %s closed the subscriber connection while up, while this process "
+                "kept up reading it: a CLIENT KILL, a proxy or a timeout; reconnected. "
+                "Messages published meanwhile were lost (sockets got the stored ones again)",
                 self.target.describe(),
             )
         else:

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,8 +48,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument(
         "--servers",
-        default=",".join(SERVERS),
-        help=f"comma-separated, from: {', '.join(SERVERS)} (default: all)",
+        default=",".join(name for name in SERVERS if not name.startswith("product-")),
+        help=f"comma-separated, from: {', '.join(SERVERS)} (default: all but the "
+        "product-* variants)",
     )
     parser.add_argument(
         "--scenarios",
@@ -95,6 +97,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--storm-jitter",
         type=float,
         help="storm: each socket's first reconnect waits a random 0..N ms (default 0: at once)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the servers in turn this many times, each time afresh, and pool the burst "
+        "rounds (servers compared under the same noise: e.g. product,product-nometrics)",
     )
     parser.add_argument("--json", type=Path, help="where to write the JSON (default: results/)")
     args = parser.parse_args(argv)
@@ -178,6 +187,7 @@ def _summary(server: str, scenario: str, result: dict[str, Any]) -> str:
         "all_subscribed_s",
         "connects_per_s",
         "deliveries_per_s",
+        "server_cpu_ns_per_delivery",
         "p99_ms",
         "kb_per_socket",
         "lost",
@@ -227,23 +237,24 @@ def run(args: argparse.Namespace) -> int:
             users = _users(db_path, max(sizes.user_sockets, sizes.channels_sockets))
         with RedisServer() as redis_server:
             admin = redis.Redis(port=redis_server.port)
-            for name in args.servers:
-                spec = SERVERS[name]
-                results[name] = {}
-                missing = spec.available()
-                if missing:
-                    print(f"{name}: {missing}", flush=True)
-                    skipped[name] = missing
-                    del results[name]
-                    continue
-                for scenario in args.scenarios:
-                    admin.flushall()
-                    results[name][scenario] = _one(
-                        loop, spec, scenario, redis_server, db_path, sizes, profiler, users
-                    )
-                    print(_summary(name, scenario, results[name][scenario]), flush=True)
-                # What is done so far survives an interrupted run.
-                write_json(partial, {"started": stamp, "partial": True, "results": results})
+            for _ in range(max(1, args.repeat)):
+                for name in args.servers:
+                    spec = SERVERS[name]
+                    missing = spec.available()
+                    if missing:
+                        print(f"{name}: {missing}", flush=True)
+                        skipped[name] = missing
+                        continue
+                    for scenario in args.scenarios:
+                        admin.flushall()
+                        result = _one(
+                            loop, spec, scenario, redis_server, db_path, sizes, profiler, users
+                        )
+                        print(_summary(name, scenario, result), flush=True)
+                        done = results.setdefault(name, {})
+                        done[scenario] = _pool(done.get(scenario), result)
+                    # What is done so far survives an interrupted run.
+                    write_json(partial, {"started": stamp, "partial": True, "results": results})
             admin.close()
     loop.close()
 
@@ -282,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
         "sizes": dataclasses.asdict(sizes),
         "daphne_backlog": args.daphne_backlog,
         "daphne_connect_timeout": args.daphne_connect_timeout,
+        "repeat": args.repeat,
         "servers": {name: SERVERS[name].description for name in args.servers},
         "headline": ratios,
         "targets": checked,
@@ -292,6 +304,23 @@ def run(args: argparse.Namespace) -> int:
     partial.unlink(missing_ok=True)
     print(f"\nJSON: {path}")
     return _status(results, strict=args.strict)
+
+
+def _pool(before: dict[str, Any] | None, result: dict[str, Any]) -> dict[str, Any]:
+    """Join the burst rounds of a repeated scenario; other scenarios keep the first run."""
+    if before is None:
+        return result
+    if "rounds" not in before or "rounds" not in result:
+        return before
+    rounds = [*before["rounds"], *result["rounds"]]
+    pooled = {**before, "rounds": rounds, "repeats": before.get("repeats", 1) + 1}
+    pooled["deliveries_per_s"] = statistics.median(r["deliveries_per_s"] for r in rounds)
+    pooled["server_cpu_ns_per_delivery"] = (
+        sum(r["server_cpu_s"] for r in rounds) * 1e9 / max(1, sum(r["delivered"] for r in rounds))
+    )
+    for key in ("lost", "duplicated", "reordered"):
+        pooled[key] = sum(r[key] for r in rounds)
+    return pooled
 
 
 def _one(
@@ -334,7 +363,7 @@ def _status(results: dict[str, dict[str, dict[str, Any]]], *, strict: bool) -> i
     status = 0
     for server, scenarios in results.items():
         for scenario, entry in scenarios.items():
-            if "error" in entry and server in ("product", *MUST_NOT_LOSE):
+            if "error" in entry and (server.startswith("product") or server in MUST_NOT_LOSE):
                 print(f"FAILED: {server}/{scenario} did not complete", file=sys.stderr)
                 status = 1
             losses = entry.get("lost", 0) + entry.get("duplicated", 0)

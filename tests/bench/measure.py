@@ -1,7 +1,7 @@
 """What the harness reads about a server process from ``/proc`` and Redis.
 
 RSS comes from ``VmRSS``; CPU time from ``utime + stime`` of ``stat`` (all
-threads); Redis connections are attributed to a process by matching the
+threads; ``schedstat`` for the finer per-delivery cost); Redis connections are attributed to a process by matching the
 local ports in ``CLIENT LIST`` with the TCP sockets the process holds open
 (``/proc/<pid>/fd`` inodes against ``/proc/net/tcp``).
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 import redis
 
 __all__ = [
+    "cpu_ns",
     "cpu_seconds",
     "listen_overflows",
     "machine_busy_seconds",
@@ -39,6 +40,21 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def cpu_ns(pid: int) -> int:
+    """Nanoseconds the process's threads ran so far (``schedstat``: finer than ``stat``'s ticks).
+
+    Threads that ended meanwhile are not counted; a daphne process's threads
+    (its thread pool) live as long as the process.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def machine_busy_seconds() -> float:

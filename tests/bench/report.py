@@ -253,6 +253,22 @@ def headline(results: Results) -> dict[str, Any]:
         "connects_product_over_naive": _ratio(
             results, "product", "naive", "connect", "connects_per_s"
         ),
+        # What the metrics cost: the product with them over the product without.
+        "burst1k_product_over_product_nometrics": _ratio(
+            results, "product", "product-nometrics", "burst1k", "deliveries_per_s"
+        ),
+        "burst5k_product_over_product_nometrics": _ratio(
+            results, "product", "product-nometrics", "burst5k", "deliveries_per_s"
+        ),
+        "burst1k_cpu_per_delivery_product_over_product_nometrics": _ratio(
+            results, "product", "product-nometrics", "burst1k", "server_cpu_ns_per_delivery"
+        ),
+        "burst5k_cpu_per_delivery_product_over_product_nometrics": _ratio(
+            results, "product", "product-nometrics", "burst5k", "server_cpu_ns_per_delivery"
+        ),
+        "connects_product_over_product_nometrics": _ratio(
+            results, "product", "product-nometrics", "connect", "connects_per_s"
+        ),
         "p99_ms": {server: _get(results, server, "steady", "p99_ms") for server in results},
     }
 

@@ -33,6 +33,7 @@ from .client import (
     probe_ready,
 )
 from .measure import (
+    cpu_ns,
     cpu_seconds,
     machine_busy_seconds,
     own_cpu_seconds,
@@ -196,16 +197,26 @@ class Window:
         self.bench = bench
         self.began = time.monotonic()
         self.before = bench.cpu()
-        self.seconds = 0.0
 
     def close(self) -> dict[str, float]:
         after = self.bench.cpu()
         wall = max(1e-9, time.monotonic() - self.began)
-        self.seconds = wall
         used = {role: 100 * (after[role] - self.before[role]) / wall for role in after}
         machine = used.pop("machine")
         used["others"] = max(0.0, machine - sum(used.values()))
         return used
+
+
+def _server_cpu(bench: Bench) -> float:
+    """CPU seconds so far of the processes that serve the sockets (to the nanosecond)."""
+    total = 0
+    for role, pid in bench.server.pids().items():
+        if _serving(role):
+            try:
+                total += cpu_ns(pid)
+            except OSError:
+                pass
+    return total / 1e9
 
 
 def _percentile(sorted_values: list[int], fraction: float) -> float:
@@ -396,6 +407,7 @@ async def _burst(
             done = session.meter.expect(messages * len(live))
             first = number * messages
             window = bench.window()
+            server_cpu = _server_cpu(bench)
             began = time.monotonic_ns()
             command = session.publisher.app_command if app else session.publisher.command
             session.publisher.write(
@@ -408,6 +420,7 @@ async def _burst(
                 bench, session.meter, done, sizes.round_timeout, sizes.quiet
             )
             seconds = (session.meter.last_ns - began) / 1e9 if session.meter.last_ns else math.nan
+            server_cpu = _server_cpu(bench) - server_cpu
             cpu = window.close()
             counted = tally(live, first, messages)
             if positioned:
@@ -420,12 +433,12 @@ async def _burst(
                     "seconds": seconds,
                     "first_delivery_ms": (min(firsts) - began) / 1e6 if firsts else math.nan,
                     "deliveries_per_s": counted["delivered"] / seconds if seconds else math.nan,
+                    # What a delivery costs the server, whatever else runs on the machine.
+                    "server_cpu_s": server_cpu,
+                    "server_cpu_ns_per_delivery": server_cpu * 1e9 / counted["delivered"]
+                    if counted["delivered"]
+                    else math.nan,
                     "cpu_percent": cpu,
-                    # The server's CPU for the round (10 ms ticks: coarse); it
-                    # tells the server's cost when the client is the limit.
-                    "server_cpu_ms": sum(pct for role, pct in cpu.items() if _serving(role))
-                    * window.seconds
-                    * 10,
                     **counted,
                 }
             )
@@ -439,7 +452,9 @@ async def _burst(
             "sockets": sockets,
             "messages": messages,
             "deliveries_per_s": statistics.median(rates),
-            "server_cpu_ms": statistics.median(r["server_cpu_ms"] for r in rounds),
+            "server_cpu_ns_per_delivery": sum(r["server_cpu_s"] for r in rounds)
+            * 1e9
+            / max(1, sum(r["delivered"] for r in rounds)),
             "lost": sum(r["lost"] for r in rounds),
             "duplicated": sum(r["duplicated"] for r in rounds),
             "reordered": sum(r["reordered"] for r in rounds),

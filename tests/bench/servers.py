@@ -2,6 +2,10 @@
 
 =================  ==========================================================
 ``product``        ws4redis_channels: ``daphne testproject.asgi:application``
+``product-nometrics``  the same with ``WS4REDIS_METRICS=0`` (the metrics' cost)
+``product-public``     the same with autobahn's prepared messages, not direct writes
+``product-producer``   the same bounded by Twisted's producer signal, not its buffer
+``product-asgi``       the same with every frame through daphne's ASGI ``send``
 ``naive``          one Redis subscription per socket (``reference.NaiveConsumer``)
 ``groups-core``    Channels groups on ``RedisChannelLayer`` + a group_send bridge
 ``groups-pubsub``  the same on ``RedisPubSubChannelLayer``
@@ -244,8 +248,26 @@ def _nginx(redis: bool) -> Callable[[int, str, Callable[[], Path]], dict[str, li
     return commands
 
 
+_PRODUCT_ENV = {
+    "DJANGO_SETTINGS_MODULE": "testproject.settings",
+    "DJANGO_DEBUG": "0",
+    "WS4REDIS_EXPIRE": "0",
+    "WS4REDIS_PUBLISH_RATE": "0",
+    "WS4REDIS_MAX_BUFFER_SIZE": MAX_BUFFER,
+    "WS4REDIS_LOG_LEVEL": "WARNING",
+}
 _BRIDGE = [sys.executable, "-m", "tests.bench.group_bridge"]
 _REFERENCE_ENV = {"DJANGO_SETTINGS_MODULE": "tests.bench.reference_settings"}
+
+_PRODUCT_ENV = {
+    "DJANGO_SETTINGS_MODULE": "testproject.settings",
+    "DJANGO_DEBUG": "0",
+    "WS4REDIS_EXPIRE": "0",
+    "WS4REDIS_PUBLISH_RATE": "0",
+    "WS4REDIS_MAX_BUFFER_SIZE": MAX_BUFFER,
+    "WS4REDIS_LOG_LEVEL": "WARNING",
+}
+_PRODUCT_USER_PATH = "/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session"
 
 SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
@@ -254,15 +276,45 @@ SERVERS: dict[str, ServerSpec] = {
             "product",
             "ws4redis_channels under daphne (testproject.asgi)",
             lambda port, url, _: {"server": _product(port, url)},
-            {
-                "DJANGO_SETTINGS_MODULE": "testproject.settings",
-                "DJANGO_DEBUG": "0",
-                "WS4REDIS_EXPIRE": "0",
-                "WS4REDIS_PUBLISH_RATE": "0",
-                "WS4REDIS_MAX_BUFFER_SIZE": MAX_BUFFER,
-                "WS4REDIS_LOG_LEVEL": "WARNING",
-            },
-            user_path="/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session",
+            # Metrics on, whatever the caller's environment says.
+            {**_PRODUCT_ENV, "WS4REDIS_METRICS": "1"},
+            user_path=_PRODUCT_USER_PATH,
+            positions=True,
+        ),
+        ServerSpec(
+            "product-nometrics",
+            "the product with WS4REDIS_METRICS = False: what the metrics cost",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_METRICS": "0"},
+            user_path=_PRODUCT_USER_PATH,
+            positions=True,
+        ),
+        # The product with its private accelerations switched off, to measure them
+        # (docs/benchmarks.rst, "Public APIs or the raw path").
+        ServerSpec(
+            "product-public",
+            "the product with public APIs only: autobahn's prepared messages instead of "
+            "direct writes (WS4REDIS_ACCELERATIONS_OFF)",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "direct_writes"},
+            user_path=_PRODUCT_USER_PATH,
+            positions=True,
+        ),
+        ServerSpec(
+            "product-producer",
+            "the product with the bound from Twisted's producer signal (public) instead of "
+            "its write buffer (WS4REDIS_ACCELERATIONS_OFF)",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "buffer_bound"},
+            user_path=_PRODUCT_USER_PATH,
+            positions=True,
+        ),
+        ServerSpec(
+            "product-asgi",
+            "the product with every frame through daphne's ASGI send (WS4REDIS_DIRECT_WRITES=0)",
+            lambda port, url, _: {"server": _product(port, url)},
+            {**_PRODUCT_ENV, "WS4REDIS_DIRECT_WRITES": "0"},
+            user_path=_PRODUCT_USER_PATH,
             positions=True,
         ),
         ServerSpec(

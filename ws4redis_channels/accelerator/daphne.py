@@ -9,10 +9,10 @@ import logging
 import sys
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .options import share_protocol_options
-from .probe import _probe_versions, disable, enabled, probe_instance
+from .probe import _probe_versions, disable, enabled, plain_tcp, probe_instance
 
 __all__ = [
     "DaphneSocket",
@@ -24,6 +24,9 @@ __all__ = [
     "on_server_shutdown",
     "raw_send",
 ]
+
+if TYPE_CHECKING:
+    from ..frames import Batch
 
 logger = logging.getLogger("ws4redis_channels.accelerator")
 
@@ -73,11 +76,59 @@ def daphne_protocol(send: Send) -> Any:
     return protocol if cls is not None and isinstance(protocol, cls) else None
 
 
+class _Pressure:
+    """Twisted's producer signal for one socket: paused while its write buffer is full.
+
+    Registered with the connection (``registerProducer(..., streaming=True)``,
+    public Twisted and autobahn API, TLS included). Twisted calls
+    :meth:`pauseProducing` once it holds more than its ``bufferSize`` for the
+    socket and :meth:`resumeProducing` once it has written everything; what is
+    sent in between waits, so it is counted (:meth:`DaphneSocket.sent`).
+    """
+
+    __slots__ = ("full", "paused", "since")
+
+    def __init__(self, full: int) -> None:
+        self.full = full  # what Twisted holds when it pauses us
+        self.paused = False
+        self.since = 0  # bytes sent since the pause
+
+    def pauseProducing(self) -> None:
+        # Twisted's TCP transport calls this on every write while its buffer is full.
+        if not self.paused:
+            self.paused = True
+            self.since = 0
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.since = 0
+
+    def stopProducing(self) -> None:
+        self.paused = False
+        self.since = 0
+
+
 class DaphneSocket:
     """The daphne connection behind one socket's ASGI ``send``, used only where the probe
-    allows; every method returns a value meaning "not done, use ASGI" instead of raising."""
+    allows; every method returns a value meaning "not done, use ASGI" instead of raising.
 
-    __slots__ = ("__weakref__", "_send", "direct", "measured", "protocol", "transport")
+    Frames leave either past autobahn, written to the TCP socket (``direct``,
+    plain TCP only), or as autobahn's prepared messages (``prepared``, public
+    API, TLS too). What waits for the client is read from Twisted's write
+    buffer (``measured``, plain TCP only) or, where that cannot be had,
+    counted from Twisted's producer signal (public API, TLS too).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_pressure",
+        "_send",
+        "direct",
+        "measured",
+        "prepared",
+        "protocol",
+        "transport",
+    )
 
     protocol: Any
     transport: Any
@@ -85,25 +136,73 @@ class DaphneSocket:
     def __init__(self, protocol: Any) -> None:
         self.protocol = protocol
         transport = self.transport = getattr(protocol, "transport", None)
-        plain = transport is not None and not getattr(transport, "TLS", False)
-        if transport is not None and not plain:
-            _warn_tls()
-        self.measured = plain and enabled("buffer_bound")
+        plain = plain_tcp(transport)
         self.direct = plain and enabled("direct_writes")
+        self.measured = False
         self._send: Callable[[bytes], int] | None = None
+        self._pressure: _Pressure | None = None
         if self.direct:
             try:
                 self._send = self.transport.socket.send
             except Exception as exc:
                 disable("direct_writes", exc)
                 self.direct = False
+        self.prepared = not self.direct and transport is not None and enabled("prepared_writes")
+        if transport is not None:
+            # What Twisted holds, read exactly, where it can be; else the public
+            # signal, which only says "full" and "empty" (see queued()).
+            self.measured = plain and enabled("buffer_bound")
+            if not self.measured:
+                self._register_pressure()
+                if self._pressure is None:
+                    _warn_unbounded()
 
-    # -- direct writes
+    @property
+    def fast(self) -> bool:
+        """Whether frames go past daphne's ASGI ``send`` (directly or as prepared messages)."""
+        return self.direct or self.prepared
 
-    def write(self, frame: bytes) -> bool:
-        """Write ``frame`` past ASGI; False if this socket cannot now (then use ASGI)."""
-        if not self.direct:
-            return False
+    def use_asgi(self) -> None:
+        """Send this socket's frames through ASGI from now on."""
+        self.direct = self.prepared = False
+
+    def _register_pressure(self) -> None:
+        if not enabled("producer_bound"):
+            return
+        try:
+            full = getattr(self.transport, "bufferSize", 0)
+            pressure = _Pressure(full if isinstance(full, int) else 0)
+            # autobahn's public methods. Twisted's HTTP channel, which daphne upgraded
+            # the connection from, stays registered and does nothing any more: a
+            # transport takes one producer. autobahn unregisters ours when it drops
+            # the connection.
+            self.protocol.unregisterProducer()
+            self.protocol.registerProducer(pressure, True)
+        except Exception as exc:
+            disable("producer_bound", exc)
+            return
+        self._pressure = pressure
+
+    # -- writes past ASGI
+
+    def write(self, batches: list[Batch]) -> bool:
+        """Write the frames of ``batches`` past ASGI; False if this socket cannot now (then
+        use ASGI)."""
+        if self.direct:
+            # A lone batch (the common case) is written as the bytes every other
+            # socket of the fan-out gets too: nothing is joined per socket.
+            data = batches[0].data if len(batches) == 1 else b"".join([b.data for b in batches])
+            if not self._write_direct(data):
+                return False
+            pressure = self._pressure
+            if pressure is not None and pressure.paused:
+                pressure.since += len(data)
+            return True
+        if self.prepared:
+            return self._write_prepared(batches)
+        return False
+
+    def _write_direct(self, frame: bytes) -> bool:
         try:
             protocol = self.protocol
             if (
@@ -132,18 +231,66 @@ class DaphneSocket:
             transport.write(frame[sent:])
         return True
 
+    def _write_prepared(self, batches: list[Batch]) -> bool:
+        protocol = self.protocol
+        try:
+            if protocol.state != protocol.STATE_OPEN:
+                return False
+            factory = protocol.factory
+            send = protocol.sendPreparedMessage
+            pressure = self._pressure
+            for batch in batches:
+                for message in batch.messages:
+                    prepared = message.prepared
+                    if prepared is None:
+                        text = message.get("text")
+                        if text is not None:
+                            payload, binary = text.encode("utf-8"), False
+                        else:
+                            payload, binary = bytes(message.get("bytes") or b""), True
+                        prepared = message.prepared = factory.prepareMessage(payload, binary)
+                    send(prepared)
+                    if pressure is not None and pressure.paused:
+                        pressure.since += len(message.get("text") or message.get("bytes") or "")
+        except Exception as exc:
+            disable("prepared_writes", exc)
+            self.prepared = False
+            return False
+        return True
+
+    # -- what waits for the client
+
     def queued(self) -> int:
         """Return the bytes Twisted holds for the socket that the kernel has not taken (0 if
-        not measured)."""
+        not known).
+
+        Under the producer signal it is an upper estimate: Twisted's buffer size
+        plus everything sent since it said the buffer was full, as it does not
+        say how much drained meanwhile. A client that keeps up with a stream
+        only at the limit of its link, so that the buffer never empties, can
+        reach the bound too.
+        """
         if not self.measured:
-            return 0
+            pressure = self._pressure
+            if pressure is None or not pressure.paused:
+                return 0
+            return pressure.full + pressure.since
         try:
             t = self.transport
             return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[no-any-return]
         except Exception as exc:
             disable("buffer_bound", exc)
             self.measured = False
+            self._register_pressure()
             return 0
+
+    def sent(self, size: int) -> int:
+        """Note that ``size`` bytes were handed to daphne for the socket; return
+        :meth:`queued`."""
+        pressure = self._pressure
+        if pressure is not None and pressure.paused:
+            pressure.since += size
+        return self.queued()
 
     # -- protocol details
 
@@ -158,13 +305,14 @@ class DaphneSocket:
 
     def count_pongs(self, check: Callable[[], None]) -> None:
         """Call ``check`` after each pong daphne queues, so pongs count against the bound."""
-        if not (self.measured and enabled("pong_bound")):
+        if not ((self.measured or self._pressure is not None) and enabled("pong_bound")):
             return
         try:
             answer = self.protocol.onPing
 
             def on_ping(payload: bytes) -> None:
                 answer(payload)
+                self.sent(len(payload) + 2)
                 check()
 
             self.protocol.onPing = on_ping
@@ -209,18 +357,17 @@ class DaphneSocket:
         return _going_away(self.protocol)
 
 
-_tls_warned = False
+_unbounded_warned = False
 
 
-def _warn_tls() -> None:
-    global _tls_warned
-    if not _tls_warned:
-        _tls_warned = True
+def _warn_unbounded() -> None:
+    global _unbounded_warned
+    if not _unbounded_warned:
+        _unbounded_warned = True
         logger.warning(
-            "daphne terminates TLS here: what Twisted holds for a TLS socket cannot be "
-            "measured, so WS4REDIS_MAX_BUFFER_SIZE does not bound a client that stops "
-            "reading, and frames go through ASGI; terminate TLS in a proxy in front of "
-            "daphne (nginx, HAProxy) to keep both"
+            "ws4redis cannot tell how many bytes wait for this daphne socket (neither "
+            "buffer_bound nor producer_bound is on, see the accelerations line), so "
+            "WS4REDIS_MAX_BUFFER_SIZE does not bound a client that stops reading"
         )
 
 

@@ -6,7 +6,16 @@ import importlib.metadata
 import logging
 from typing import Any
 
-__all__ = ["ACCELERATIONS", "TESTED", "disable", "enabled", "probe_instance", "reset", "status"]
+__all__ = [
+    "ACCELERATIONS",
+    "TESTED",
+    "disable",
+    "enabled",
+    "plain_tcp",
+    "probe_instance",
+    "reset",
+    "status",
+]
 
 logger = logging.getLogger("ws4redis_channels.accelerator")
 
@@ -14,7 +23,9 @@ logger = logging.getLogger("ws4redis_channels.accelerator")
 ACCELERATIONS: dict[str, str] = {
     "session_unwrap": "skip channels' session wrapper around every websocket.send",
     "direct_writes": "write ready-made frames to plain TCP sockets, one send() per loop pass",
-    "buffer_bound": "measure what Twisted holds for a socket (the slow-client bound under daphne)",
+    "prepared_writes": "send autobahn's prepared messages where direct writes cannot (TLS)",
+    "buffer_bound": "measure what Twisted holds for a plain TCP socket (the slow-client bound)",
+    "producer_bound": "the slow-client bound from Twisted's pause/resume signal (TLS too)",
     "pong_bound": "count daphne's pongs against the same bound (ping floods)",
     "close_frames": "answer invalid frames with a close frame (1007, 1009), not a dropped TCP",
     "close_reasons": "send the close reason, which daphne drops",
@@ -42,6 +53,8 @@ _PROTOCOL_NEEDS: dict[str, tuple[str, ...]] = {
         "SEND_STATE_GROUND",
         "_perMessageCompress",
     ),
+    "prepared_writes": ("sendPreparedMessage", "factory", "state", "STATE_OPEN"),
+    "producer_bound": ("registerProducer", "unregisterProducer"),
     "pong_bound": ("onPing", "sendPong"),
     "close_frames": ("failByDrop",),
     "close_reasons": ("sendClose", "state", "STATE_OPEN"),
@@ -62,8 +75,19 @@ _TRANSPORT_NEEDS: dict[str, tuple[str, ...]] = {
         "offset",
     ),
     "buffer_bound": ("_tempDataLen", "dataBuffer", "offset"),
-    "pong_bound": ("_tempDataLen", "dataBuffer", "offset"),
 }
+
+
+def _switched_off() -> frozenset[str]:
+    """The setting WS4REDIS_ACCELERATIONS_OFF (diagnostics, the benchmark); a wrong value
+    is the system check's to report, not the probe's."""
+    try:
+        from ..conf import conf
+
+        return conf.WS4REDIS_ACCELERATIONS_OFF
+    except Exception:
+        return frozenset()
+
 
 _off: dict[str, str] = {}  # acceleration -> why it is off
 _probed = False  # versions and classes
@@ -92,6 +116,8 @@ def _probe_versions() -> None:
     if _probed:
         return
     _probed = True
+    for name in sorted(_switched_off()):
+        _off.setdefault(name, "switched off by WS4REDIS_ACCELERATIONS_OFF")
     for dist, (low, high) in TESTED.items():
         found = _version(dist)
         if found is None:
@@ -130,8 +156,11 @@ def probe_instance(protocol: Any) -> None:
         missing = [a for a in attrs if not hasattr(protocol, a)]
         if missing:
             _off.setdefault(name, f"daphne's protocol has no {', '.join(missing)}")
+    factory = getattr(protocol, "factory", None)
+    if not callable(getattr(factory, "prepareMessage", None)):
+        _off.setdefault("prepared_writes", "daphne's websocket factory has no prepareMessage()")
     for name, attrs in _TRANSPORT_NEEDS.items():
-        if transport is None or getattr(transport, "TLS", False) or not hasattr(transport, "write"):
+        if not plain_tcp(transport):
             continue  # TLS: decided per socket (see DaphneSocket), not for the process
         missing = [a for a in attrs if not hasattr(transport, a)]
         if missing:
@@ -141,6 +170,23 @@ def probe_instance(protocol: Any) -> None:
         if sock is not None and not callable(getattr(sock, "send", None)):
             _off.setdefault("direct_writes", "Twisted's transport.socket has no send()")
     _log_status()
+
+
+def plain_tcp(transport: Any) -> bool:
+    """Return whether ``transport`` is Twisted's own TCP (or Unix) connection, without TLS.
+
+    Under daphne's ``ssl:`` endpoint the protocol's transport is Twisted's TLS
+    wrapper, which forwards unknown attributes (``socket``, ``TLS``, the write
+    buffer) to the TCP connection below it: reading them there would write
+    cleartext past the encryption. Only a file descriptor transport is plain.
+    """
+    if transport is None or getattr(transport, "TLS", False):
+        return False
+    try:
+        from twisted.internet.abstract import FileDescriptor
+    except ImportError:  # pragma: no cover - daphne depends on Twisted
+        return False
+    return isinstance(transport, FileDescriptor) and hasattr(transport, "write")
 
 
 def _log_status() -> None:
