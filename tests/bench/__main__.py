@@ -27,7 +27,7 @@ from .handshakes import HANDSHAKE_SCENARIOS
 from .measure import raise_open_files
 from .profile import Profiler
 from .report import headline, headline_text, notes, table, targets, targets_text, write_json
-from .scenarios import FULL, QUICK, Bench
+from .scenarios import FULL, QUICK, SCENARIO_ENV, Bench
 from .scenarios import SCENARIOS as _DELIVERY
 from .servers import SERVERS
 
@@ -335,7 +335,7 @@ def _one(
 ) -> dict[str, Any]:
     """Start the server afresh, run one scenario within its budget, stop the server."""
     try:
-        running = spec.start(redis_server.url, db_path)
+        running = spec.start(redis_server.url, db_path, SCENARIO_ENV.get(scenario))
     except Exception as exc:
         return {"error": f"server did not start: {exc}"}
     assert redis_server.process is not None

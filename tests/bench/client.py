@@ -37,6 +37,7 @@ __all__ = [
 
 _KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 _PROBE = 0x50  # b"P"
+_STATE = 0x70  # b"p": the state frame of a socket with positions
 _MASKED_PONG = 0x8A
 _MASKED_CLOSE = 0x88
 monotonic_ns = time.monotonic_ns
@@ -86,9 +87,12 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 class Socket(asyncio.Protocol):
     """One client websocket; cheap enough to run thousands in one process."""
 
-    def __init__(self, request: bytes, meter: Meter) -> None:
+    def __init__(self, request: bytes, meter: Meter, *, positioned: bool = False) -> None:
         self.request = request
         self.meter = meter
+        # Opted into positions: frames are "m <label> <position>\n<payload>", and
+        # a state frame "p ..." comes first (kept whole; received() cuts the head).
+        self.positioned = positioned
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A handshake the client gave up on may still fail later: nobody awaits that.
@@ -166,7 +170,19 @@ class Socket(asyncio.Protocol):
             opcode = data[i] & 0x0F
             if opcode == 1 or opcode == 2:
                 payload = data[start:end]
-                if payload and payload[0] == _PROBE:
+                if self.positioned:
+                    # As cheap per frame as a plain socket's check: the head
+                    # is looked at only until the first probe arrived.
+                    if payload[0] == _STATE:
+                        i = end
+                        continue
+                    probe = False
+                    if not self.probed:
+                        body = payload.find(b"\n") + 1
+                        probe = body < len(payload) and payload[body] == _PROBE
+                else:
+                    probe = bool(payload) and payload[0] == _PROBE
+                if probe:
                     if not self.probed:
                         self.probed = True
                         self.probed_ns = now
@@ -208,10 +224,17 @@ class Socket(asyncio.Protocol):
         out: list[tuple[bytes, int]] = []
         chunks = self.chunks
         payloads = self.payloads
+        if self.positioned:
+            payloads = [p[p.find(b"\n") + 1 :] for p in payloads]
         for k, (first, at) in enumerate(chunks):
             last = chunks[k + 1][0] if k + 1 < len(chunks) else len(payloads)
             out.extend((payloads[j], at) for j in range(first, last))
         return out
+
+    def positions(self) -> list[bytes]:
+        """Return the position of every data frame since the last :meth:`clear` (positioned
+        sockets; ``b"-"`` for a message published without one)."""
+        return [p[: p.find(b"\n")].rpartition(b" ")[2] for p in self.payloads]
 
     def clear(self) -> None:
         self.payloads = []
@@ -246,6 +269,7 @@ async def open_sockets(
     concurrency: int,
     timeout: float,
     cookies: list[str] | None = None,
+    positioned: bool = False,
 ) -> Opened:
     """Open ``count`` websockets, at most ``concurrency`` handshakes in flight.
 
@@ -262,7 +286,7 @@ async def open_sockets(
         request = upgrade_request(host, port, path, cookies[index]) if cookies else plain
 
         def make() -> Socket:
-            sock = Socket(request, meter)
+            sock = Socket(request, meter, positioned=positioned)
             sock.tag = index
             return sock
 
@@ -342,6 +366,16 @@ class Publisher:
             channel,
             len(payload),
             payload,
+        )
+
+    @staticmethod
+    def app_command(channel: bytes, payload: bytes) -> bytes:
+        """Publish through the app: ``FCALL ws4redis_publish 1 <channel> <payload> 0``
+        (stored in the history, with a position; see ws4redis_channels.store)."""
+        return (
+            b"*6\r\n$5\r\nFCALL\r\n$16\r\nws4redis_publish\r\n$1\r\n1\r\n"
+            b"$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n0\r\n"
+            % (len(channel), channel, len(payload), payload)
         )
 
     def write(self, data: bytes) -> None:

@@ -4,8 +4,9 @@ For each mode a fresh Redis and a fresh daphne (history on: 1,000 messages
 per channel) serve ``--sockets`` sockets, with the ``positions`` flag or
 without; the same three measurements are made:
 
-* burst: ``--burst`` messages published back to back; deliveries/s from
-  the first publish until every socket has every message;
+* burst: ``--burst`` messages published in one pipeline (``FCALL
+  ws4redis_publish``, the app's publish function); deliveries/s from the
+  write until every socket has every message;
 * steady: ``--rate`` messages/s for ``--seconds``; p50/p99 latency from the
   publisher's timestamp in the payload to the client's read;
 * reconnect (positions only): every socket drops, ``--missed`` messages are
@@ -39,32 +40,49 @@ PATH = f"/ws/{FACILITY}?subscribe-broadcast"
 
 
 class Reader:
-    """One socket: counts messages, keeps latencies and the last position."""
+    """One socket: counts messages, keeps latencies and the last position.
+
+    Per frame of a burst it does as little with positions as without (a
+    look at the first byte, a count): the readers share this process with
+    the publisher, and a costlier reader would slow the publishing down.
+    """
 
     def __init__(self, positioned: bool) -> None:
         self.positioned = positioned
         self.count = 0
+        self.stamped = False  # frames carry a timestamp (steady): measure latencies
         self.latencies: list[float] = []
-        self.position: bytes | None = None
+        self.state_position: bytes | None = None
+        self.last: bytes | None = None  # the last message frame (positions)
         self.ready = asyncio.Event()
         self.wire: Wire | None = None
 
+    @property
+    def position(self) -> bytes | None:
+        """The position of the last message, else the one of the state frame."""
+        last = self.last
+        if last is None:
+            return self.state_position
+        end = last.index(b"\n")
+        return last[last.rindex(b" ", 0, end) + 1 : end]
+
     def on_frame(self, frame: bytes) -> None:
-        now = time.time()
         if self.positioned:
-            if frame[:2] == b"p ":
-                self.position = self.position or frame.split(b" ")[2]
+            if frame[0] == 0x70:  # b"p": the state frame
+                self.state_position = self.state_position or frame.split(b" ")[2]
                 self.ready.set()
                 return
-            end = frame.index(b"\n")
-            self.position = frame[frame.rindex(b" ", 0, end) + 1 : end]
-            frame = frame[end + 1 :]
+            self.last = frame
+            if not self.stamped:
+                self.count += 1
+                return
+            frame = frame[frame.index(b"\n") + 1 :]
         if frame == b"probe":
             self.ready.set()
             return
         self.count += 1
-        if frame[:1] == b"t":
-            self.latencies.append(now - float(frame[1:]))
+        if self.stamped and frame[:1] == b"t":
+            self.latencies.append(time.time() - float(frame[1:]))
 
 
 async def _open(port: int, readers: list[Reader], since: bool = False) -> None:
@@ -131,7 +149,7 @@ async def _mode(positioned: bool, args: argparse.Namespace) -> dict[str, Any]:
                 result: dict[str, Any] = {"positions": positioned, "sockets": args.sockets}
                 # Burst.
                 started = time.monotonic()
-                thread = threading.Thread(target=_publish, args=(args.burst, None, False))
+                thread = threading.Thread(target=_publish_burst, args=(redis.url, args.burst))
                 thread.start()
                 await _until(lambda: all(r.count >= args.burst for r in readers), 120)
                 elapsed = time.monotonic() - started
@@ -139,7 +157,7 @@ async def _mode(positioned: bool, args: argparse.Namespace) -> dict[str, Any]:
                 result["burst_deliveries_per_s"] = round(args.sockets * args.burst / elapsed)
                 # Steady.
                 for r in readers:
-                    r.count, r.latencies = 0, []
+                    r.count, r.latencies, r.stamped = 0, [], True
                 total = int(args.rate * args.seconds)
                 await asyncio.to_thread(_publish, total, args.rate, True)
                 await _until(lambda: all(r.count >= total for r in readers), 60)
@@ -149,6 +167,7 @@ async def _mode(positioned: bool, args: argparse.Namespace) -> dict[str, Any]:
                 # Reconnect after missing messages.
                 if positioned:
                     for r in readers:
+                        r.stamped = False
                         assert r.wire is not None and r.wire.transport is not None
                         r.wire.transport.abort()
                     await asyncio.sleep(0.5)
@@ -163,6 +182,21 @@ async def _mode(positioned: bool, args: argparse.Namespace) -> dict[str, Any]:
                     if r.wire is not None and r.wire.transport is not None:
                         r.wire.transport.abort()
                 return result
+
+
+def _publish_burst(url: str, count: int) -> None:
+    """Publish ``count`` messages through the app's Redis function, in one pipeline."""
+    import redis
+
+    channel = f"_broadcast_:{FACILITY}"  # the demo project has no WS4REDIS_PREFIX
+    client = redis.Redis.from_url(url)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for i in range(count):
+                pipe.execute_command("FCALL", "ws4redis_publish", 1, channel, f"m{i}", 0)
+            pipe.execute()
+    finally:
+        client.close()
 
 
 def _publish_probe() -> None:

@@ -31,7 +31,15 @@ def _num(value: Any, digits: int = 0) -> str:
 
 def _losses(results: Results, server: str) -> tuple[int | None, int | None]:
     lost = dup = None
-    for scenario in ("burst1k", "burst5k", "steady", "channels"):
+    for scenario in (
+        "burst1k",
+        "burst1k-app",
+        "burst1k-pos",
+        "burst5k",
+        "steady",
+        "steady-pos",
+        "channels",
+    ):
         entry = results.get(server, {}).get(scenario)
         if not entry or "error" in entry or "skipped" in entry:
             continue
@@ -67,10 +75,13 @@ COLUMNS = [
     ("storm hs p99", 12),
     ("chan del/s", 10),
     ("burst1k del/s", 13),
+    ("app del/s", 9),
+    ("pos del/s", 9),
     ("burst5k del/s", 13),
     ("p50 ms", 8),
     ("p99 ms", 8),
     ("max ms", 8),
+    ("pos p99 ms", 10),
     ("lost", 8),
     ("dup", 6),
     ("KB/idle sock", 12),
@@ -92,10 +103,13 @@ def table(results: Results) -> str:
                 _cell(results, server, "storm", "handshake", "p99_ms"),
                 _cell(results, server, "channels", "deliveries_per_s"),
                 _cell(results, server, "burst1k", "deliveries_per_s"),
+                _cell(results, server, "burst1k-app", "deliveries_per_s"),
+                _cell(results, server, "burst1k-pos", "deliveries_per_s"),
                 _cell(results, server, "burst5k", "deliveries_per_s"),
                 _cell(results, server, "steady", "p50_ms", digits=1),
                 _cell(results, server, "steady", "p99_ms", digits=1),
                 _cell(results, server, "steady", "max_ms", digits=1),
+                _cell(results, server, "steady-pos", "p99_ms", digits=1),
                 _num(lost),
                 _num(dup),
                 _cell(results, server, "idle", "kb_per_socket", digits=1),
@@ -139,11 +153,15 @@ TARGETS = {
     "burst1k_product_over_floor": (1.0, "min"),
     "burst5k_product_over_floor": (1.0, "min"),
     "steady_p99_product_over_nchan_redis": (1.15, "max"),
+    # Issue 12: a burst to sockets with positions against the same burst without.
+    "burst1k_positions_over_plain": (0.8, "min"),
+    "burst1k_positions_over_app": (0.8, "min"),
+    "steady_p99_positions_over_plain": (1.2, "max"),
 }
 
 
 def targets(results: Results) -> dict[str, Any]:
-    """Issue 17's ratios, each with its target and whether this run meets it."""
+    """Issue 17's (and issue 12's) ratios, each with its target and whether this run meets it."""
     product = "product"
     values = {
         "connects_product_over_nchan": _ratio(
@@ -173,6 +191,21 @@ def targets(results: Results) -> dict[str, Any]:
         ),
         "steady_p99_product_over_nchan_redis": _ratio(
             results, product, "nchan-redis", "steady", "p99_ms"
+        ),
+        # Positions on (history, FCALL, the positions flag) against today's default
+        # (raw PUBLISH, plain sockets), and against the same FCALL burst to plain sockets.
+        "burst1k_positions_over_plain": _ratio2(
+            results,
+            (product, "burst1k-pos", "deliveries_per_s"),
+            (product, "burst1k", "deliveries_per_s"),
+        ),
+        "burst1k_positions_over_app": _ratio2(
+            results,
+            (product, "burst1k-pos", "deliveries_per_s"),
+            (product, "burst1k-app", "deliveries_per_s"),
+        ),
+        "steady_p99_positions_over_plain": _ratio2(
+            results, (product, "steady-pos", "p99_ms"), (product, "steady", "p99_ms")
         ),
     }
     out = {}

@@ -43,11 +43,22 @@ from .measure import (
 from .profile import Profiler
 from .servers import Running
 
-__all__ = ["FULL", "QUICK", "SCENARIOS", "Bench", "Sizes", "connect_publisher"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "SCENARIOS",
+    "SCENARIO_ENV",
+    "Bench",
+    "Sizes",
+    "connect_publisher",
+]
 
 FACILITY = "bench"
 CHANNEL = b"_broadcast_:" + FACILITY.encode()
 PATH = f"/ws/{FACILITY}?subscribe-broadcast"
+POSITIONS_PATH = PATH + "&positions"
+# The product with a history: what the burst1k-app, burst1k-pos and steady-pos scenarios need.
+HISTORY_ENV = {"WS4REDIS_HISTORY_SIZE": "1000", "WS4REDIS_HISTORY_TTL": "300"}
 HOST = "127.0.0.1"
 
 
@@ -293,9 +304,17 @@ async def connect_publisher(bench: Bench) -> Publisher:
 class _Session:
     """Sockets, meter and publisher of one scenario, cleaned up on exit."""
 
-    def __init__(self, bench: Bench, path: str = PATH, cookies: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        path: str = PATH,
+        cookies: list[str] | None = None,
+        *,
+        positioned: bool = False,
+    ) -> None:
         self.bench = bench
         self.path = path
+        self.positioned = positioned
         self.cookies = cookies  # for the warm-up sockets
         self.meter = Meter()
         self.sockets: list[Socket] = []
@@ -323,6 +342,7 @@ class _Session:
             concurrency=sizes.concurrency,
             timeout=sizes.open_timeout,
             cookies=self.cookies[:count] if self.cookies else None,
+            positioned=self.positioned,
         )
         self.sockets.extend(opened.sockets)
         self.failures.update(opened.failures)
@@ -359,9 +379,20 @@ class _Session:
         }
 
 
-async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[str, Any]:
+async def _burst(
+    bench: Bench,
+    sockets: int,
+    messages: int,
+    label: str,
+    *,
+    app: bool = False,
+    positioned: bool = False,
+) -> dict[str, Any]:
+    """``app``: publish through the app (``FCALL ws4redis_publish``: history, positions);
+    ``positioned``: the sockets opt into positions."""
     sizes = bench.sizes
-    async with _Session(bench) as session:
+    path = POSITIONS_PATH if positioned else PATH
+    async with _Session(bench, path, positioned=positioned) as session:
         assert session.publisher is not None
         await session.open(sockets)
         await session.ready()
@@ -378,9 +409,10 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
             window = bench.window()
             server_cpu = _server_cpu(bench)
             began = time.monotonic_ns()
+            command = session.publisher.app_command if app else session.publisher.command
             session.publisher.write(
                 b"".join(
-                    session.publisher.command(CHANNEL, make_payload(first + i, sizes.payload))
+                    command(CHANNEL, make_payload(first + i, sizes.payload))
                     for i in range(messages)
                 )
             )
@@ -391,6 +423,9 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
             server_cpu = _server_cpu(bench) - server_cpu
             cpu = window.close()
             counted = tally(live, first, messages)
+            if positioned:
+                # Every message published through the app carries a position.
+                counted["unpositioned"] = sum(s.positions().count(b"-") for s in live)
             firsts = [s.chunks[0][1] for s in live if s.chunks]
             rounds.append(
                 {
@@ -412,6 +447,8 @@ async def _burst(bench: Bench, sockets: int, messages: int, label: str) -> dict[
         bench.profile_stop()
         rates = [r["deliveries_per_s"] for r in rounds]
         return {
+            "published": "FCALL ws4redis_publish" if app else "PUBLISH",
+            "positions": positioned,
             "sockets": sockets,
             "messages": messages,
             "deliveries_per_s": statistics.median(rates),
@@ -433,15 +470,54 @@ async def burst1k(bench: Bench) -> dict[str, Any]:
     return await _burst(bench, sizes.burst1k_sockets, sizes.burst1k_messages, "burst1k")
 
 
+async def burst1k_app(bench: Bench) -> dict[str, Any]:
+    """burst1k published through the app with a history; sockets without positions."""
+    if not bench.server.spec or not bench.server.spec.positions:
+        return {"skipped": "no positions on this server"}
+    sizes = bench.sizes
+    return await _burst(
+        bench, sizes.burst1k_sockets, sizes.burst1k_messages, "burst1k-app", app=True
+    )
+
+
+async def burst1k_pos(bench: Bench) -> dict[str, Any]:
+    """burst1k published through the app with a history; sockets with positions."""
+    if not bench.server.spec or not bench.server.spec.positions:
+        return {"skipped": "no positions on this server"}
+    sizes = bench.sizes
+    return await _burst(
+        bench,
+        sizes.burst1k_sockets,
+        sizes.burst1k_messages,
+        "burst1k-pos",
+        app=True,
+        positioned=True,
+    )
+
+
 async def burst5k(bench: Bench) -> dict[str, Any]:
     sizes = bench.sizes
     return await _burst(bench, sizes.burst5k_sockets, sizes.burst5k_messages, "burst5k")
 
 
 async def steady(bench: Bench) -> dict[str, Any]:
+    return await _steady(bench, "steady")
+
+
+async def steady_pos(bench: Bench) -> dict[str, Any]:
+    """steady published through the app with a history, to sockets with positions."""
+    if not bench.server.spec or not bench.server.spec.positions:
+        return {"skipped": "no positions on this server"}
+    return await _steady(bench, "steady-pos", app=True, positioned=True)
+
+
+async def _steady(
+    bench: Bench, label: str, *, app: bool = False, positioned: bool = False
+) -> dict[str, Any]:
     sizes = bench.sizes
     messages = round(sizes.steady_rate * sizes.steady_seconds)
-    async with _Session(bench) as session:
+    path = POSITIONS_PATH if positioned else PATH
+    async with _Session(bench, path, positioned=positioned) as session:
         assert session.publisher is not None
         await session.open(sizes.steady_sockets)
         await session.ready()
@@ -451,7 +527,7 @@ async def steady(bench: Bench) -> dict[str, Any]:
         live = [s for s in session.sockets if not s.gone]
         others = await bench.wait_idle()
         done = session.meter.expect(messages * len(live))
-        bench.profile_start("steady")
+        bench.profile_start(label)
         window = bench.window()
         # time.monotonic(), not loop.time(): uvloop's clock is cached per iteration.
         start = time.monotonic() + 0.05
@@ -460,14 +536,19 @@ async def steady(bench: Bench) -> dict[str, Any]:
             target = start + i / sizes.steady_rate
             await asyncio.sleep(max(0.0, target - time.monotonic()))
             late = max(late, time.monotonic() - target)
-            session.publisher.publish(CHANNEL, make_payload(i, sizes.payload))
+            command = session.publisher.app_command if app else session.publisher.command
+            session.publisher.write(command(CHANNEL, make_payload(i, sizes.payload)))
         outcome = await _wait_deliveries(
             bench, session.meter, done, sizes.drain_timeout, sizes.quiet
         )
         cpu = window.close()
         bench.profile_stop()
         counted = tally(live, 0, messages)
+        if positioned:
+            counted["unpositioned"] = sum(s.positions().count(b"-") for s in live)
         return {
+            "published": "FCALL ws4redis_publish" if app else "PUBLISH",
+            "positions": positioned,
             "sockets": sizes.steady_sockets,
             "rate": sizes.steady_rate,
             "messages": messages,
@@ -508,9 +589,20 @@ def _serving(role: str) -> bool:
 
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "burst1k": burst1k,
+    "burst1k-app": burst1k_app,
+    "burst1k-pos": burst1k_pos,
     "burst5k": burst5k,
     "steady": steady,
+    "steady-pos": steady_pos,
     "idle": idle,
+}
+
+
+# What a scenario adds to the environment of a server that can serve positions.
+SCENARIO_ENV: dict[str, dict[str, str]] = {
+    "burst1k-app": HISTORY_ENV,
+    "burst1k-pos": HISTORY_ENV,
+    "steady-pos": HISTORY_ENV,
 }
 
 

@@ -59,6 +59,7 @@ class Running:
     redis_url: str = ""
     db_path: str = ""
     scratch: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def server_pid(self) -> int:
@@ -162,6 +163,8 @@ class ServerSpec:
     user_path: str | None = None
     own_channel: str = "user"
     measure_children: bool = False
+    # It has a history and message positions (the burst1k-app and burst1k-pos scenarios).
+    positions: bool = False
     # Returns "" when the server can run here, else a note why its row is skipped.
     available: Callable[[], str] = lambda: ""
 
@@ -172,16 +175,23 @@ class ServerSpec:
             "TESTPROJECT_DB": running.db_path,
             "PYTHONUNBUFFERED": "1",
             **self.env,
+            **running.extra_env,
         }
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         return env
 
-    def start(self, redis_url: str, db_path: str) -> Running:
+    def start(
+        self, redis_url: str, db_path: str, extra_env: dict[str, str] | None = None
+    ) -> Running:
+        """Start the processes; ``extra_env`` (a scenario's settings) is applied to servers
+        with ``positions`` only."""
         port = free_port()
         processes: dict[str, subprocess.Popen[bytes]] = {}
         logs: dict[str, Path] = {}
         running = Running(self.name, port, processes, logs, spec=self)
         running.redis_url, running.db_path = redis_url, db_path
+        if self.positions:
+            running.extra_env = dict(extra_env or {})
         env = self.environment(running)
         try:
             for role, command in self.commands(port, redis_url, running._scratch).items():
@@ -269,6 +279,7 @@ SERVERS: dict[str, ServerSpec] = {
             # Metrics on, whatever the caller's environment says.
             {**_PRODUCT_ENV, "WS4REDIS_METRICS": "1"},
             user_path=_PRODUCT_USER_PATH,
+            positions=True,
         ),
         ServerSpec(
             "product-nometrics",
@@ -276,6 +287,7 @@ SERVERS: dict[str, ServerSpec] = {
             lambda port, url, _: {"server": _product(port, url)},
             {**_PRODUCT_ENV, "WS4REDIS_METRICS": "0"},
             user_path=_PRODUCT_USER_PATH,
+            positions=True,
         ),
         # The product with its private accelerations switched off, to measure them
         # (docs/benchmarks.rst, "Public APIs or the raw path").
@@ -286,6 +298,7 @@ SERVERS: dict[str, ServerSpec] = {
             lambda port, url, _: {"server": _product(port, url)},
             {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "direct_writes"},
             user_path=_PRODUCT_USER_PATH,
+            positions=True,
         ),
         ServerSpec(
             "product-producer",
@@ -294,6 +307,7 @@ SERVERS: dict[str, ServerSpec] = {
             lambda port, url, _: {"server": _product(port, url)},
             {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "buffer_bound"},
             user_path=_PRODUCT_USER_PATH,
+            positions=True,
         ),
         ServerSpec(
             "product-asgi",
@@ -301,6 +315,7 @@ SERVERS: dict[str, ServerSpec] = {
             lambda port, url, _: {"server": _product(port, url)},
             {**_PRODUCT_ENV, "WS4REDIS_DIRECT_WRITES": "0"},
             user_path=_PRODUCT_USER_PATH,
+            positions=True,
         ),
         ServerSpec(
             "naive",
