@@ -157,7 +157,9 @@ class Heartbeat:
 
     async def write(self) -> None:
         report = self.report()
-        async with self.client.pipeline(transaction=True) as pipe:
+        # Not a MULTI: redis-py before 6 has no transactions on a cluster, and the two
+        # commands need none (a report without its index entry expires unseen).
+        async with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self.key, json.dumps(report), px=max(1, int(self.ttl * 1000)))
             pipe.zadd(index_key(self.prefix), {self.ident: report["updated"]})
             await pipe.execute()
@@ -202,7 +204,7 @@ class Heartbeat:
         if not self._report:
             return
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
+            async with self.client.pipeline(transaction=False) as pipe:
                 pipe.delete(self.key)
                 pipe.zrem(index_key(self.prefix), self.ident)
                 await asyncio.wait_for(pipe.execute(), STOP_TIMEOUT)
