@@ -71,9 +71,14 @@ format: install
 	$(BIN)/ruff format .
 
 # `make bench BENCH_ARGS="--servers product --scenarios burst1k,steady --profile"`
+# Then positions on against off, with the reconnect of 1,000 sockets that each missed 50
+# messages (time to caught-up); BENCH_POSITIONS=0 skips it.
+BENCH_POSITIONS ?= 1
 bench: install
 	$(BIN)/python -m pip install -q -r tests/bench/requirements.txt
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+	if [ "$(BENCH_POSITIONS)" = 1 ]; then \
+		$(BIN)/python -m tests.bench.positions --sockets 1000 --missed 50; fi
 
 # One Redis against a Redis Cluster of 1 and 3 shards (tests/bench/cluster.py).
 bench-cluster: install
