@@ -10,9 +10,31 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 from collections.abc import Callable
 
-__all__ = ["Wire"]
+__all__ = ["Wire", "upgrade"]
+
+
+def upgrade(
+    sock: socket.socket, port: int, origin: str, path: str, timeout: float
+) -> socket.socket:
+    """Send the opening handshake on a connected blocking socket; return it once
+    the 101 is read (nothing after it is consumed)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {origin}\r\n\r\n"
+        ).encode()
+    )
+    sock.settimeout(timeout)
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
 
 
 class Wire(asyncio.Protocol):

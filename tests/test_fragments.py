@@ -5,13 +5,12 @@ is (bounded by the server's message size limit), not tens of bytes per fragment.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import socket
 
 import pytest
 
 from tests.conftest import TIMEOUT, connect, recv
+from tests.rawws import upgrade
 from tests.servers import Daphne
 
 pytestmark = pytest.mark.slow
@@ -28,19 +27,7 @@ def masked_frame(opcode: int, payload: bytes, fin: bool) -> bytes:
 def open_websocket(server: Daphne, path: str) -> socket.socket:
     # Parsing a few hundred thousand frames takes the server seconds.
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=6 * TIMEOUT)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: {server.origin}\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
+    return upgrade(sock, server.port, server.origin, path, sock.gettimeout() or TIMEOUT)
 
 
 def send_unfinished_message(sock: socket.socket, fragments: int) -> None:

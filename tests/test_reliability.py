@@ -4,7 +4,6 @@ slow and dead clients, shutdown, and long uptimes."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ from channels_redis.core import RedisChannelLayer
 
 from testproject.redis_server import RedisServer
 from tests.conftest import TIMEOUT, close_code, connect, recv
+from tests.rawws import upgrade
 from tests.sentinels import SentinelGroup
 from tests.servers import Daphne
 from ws4redis_channels.names import group_for
@@ -42,20 +42,7 @@ def open_raw_socket(server: Daphne, path: str, rcvbuf: int | None = None) -> soc
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect(("127.0.0.1", server.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: {server.origin}\r\n\r\n"
-        ).encode()
-    )
-    sock.settimeout(TIMEOUT)
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
+    return upgrade(sock, server.port, server.origin, path, TIMEOUT)
 
 
 # -- Redis restarts and outages ---------------------------------------------------

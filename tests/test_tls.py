@@ -11,7 +11,6 @@ TCP with the private accelerations switched off.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime
 import ipaddress
 import json
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import TIMEOUT, close_code, connect, recv
+from tests.rawws import upgrade
 from tests.servers import Daphne
 from tests.test_accelerator import SHIMS
 
@@ -157,20 +157,7 @@ def open_stalled_socket(server: Daphne, certificate, path: str) -> socket.socket
     sock: socket.socket = raw
     if server.tls:
         sock = client_context(certificate).wrap_socket(raw)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: {server.origin}\r\n\r\n"
-        ).encode()
-    )
-    sock.settimeout(TIMEOUT)
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
+    return upgrade(sock, server.port, server.origin, path, TIMEOUT)
 
 
 async def wait_for_log(server: Daphne, needle: str, timeout: float) -> None:
