@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from testproject.redis_server import RedisServer, find_redis_server, free_port
+from tests.bench.measure import socket_inodes
 
 __all__ = ["RedisCluster", "find_redis_cli", "redis_connections"]
 
@@ -226,14 +227,7 @@ class RedisCluster:
 
 def redis_connections(pid: int, ports: list[int]) -> int:
     """Count the TCP connections process ``pid`` holds to any of ``ports``."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            link = os.readlink(fd)
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
+    inodes = socket_inodes(pid)
     wanted = {f"{port:04X}" for port in ports}
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):

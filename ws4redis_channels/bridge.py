@@ -119,8 +119,11 @@ class Bridge(FanOut):
             connect_timeout=self.connect_timeout,
         )
 
+    #: The class of the joins' reader (a shard of a cluster has its own).
+    _joiner_class: type[Joiner] = Joiner
+
     def _make_joiner(self, history_ttl: int) -> Joiner:
-        return Joiner(
+        return self._joiner_class(
             self._channels,
             self.subscriber,
             self.target,

@@ -245,6 +245,15 @@ class ShardBridge(Bridge):
             await asyncio.shield(future)
 
 
+class _LiveJoiner(Joiner):
+    """Joins that read nothing: the sockets' shard bridges deliver what is stored."""
+
+    async def _read(
+        self, wanted: list[tuple[bytes, Position | None]]
+    ) -> dict[tuple[bytes, Position | None], Replay]:
+        return {pair: Replay(None, None, Position(0, 0), "new", []) for pair in wanted}
+
+
 class PlainListener(ShardBridge):
     """Classic ``SUBSCRIBE`` on one node, for messages sent with a plain ``PUBLISH``.
 
@@ -259,15 +268,7 @@ class PlainListener(ShardBridge):
     _MESSAGE = b"message"
     _SUBSCRIBED = b"subscribe"
     _UNSUBSCRIBED = b"unsubscribe"
-
-    def _make_joiner(self, history_ttl: int) -> Joiner:
-        return _LiveJoiner(
-            self._channels,
-            self.subscriber,
-            self.target,
-            history_ttl=history_ttl,
-            timeout=self.connect_timeout,
-        )
+    _joiner_class = _LiveJoiner
 
     def _subscribe(self, channels: list[ChannelState]) -> None:
         Bridge._subscribe(self, channels)  # any channels in one SUBSCRIBE
@@ -277,12 +278,3 @@ class PlainListener(ShardBridge):
 
     def _give_up(self) -> None:
         pass  # the sockets' shard bridges decide about 4503
-
-
-class _LiveJoiner(Joiner):
-    """Joins that read nothing: the sockets' shard bridges deliver what is stored."""
-
-    async def _read(
-        self, wanted: list[tuple[bytes, Position | None]]
-    ) -> dict[tuple[bytes, Position | None], Replay]:
-        return {pair: Replay(None, None, Position(0, 0), "new", []) for pair in wanted}

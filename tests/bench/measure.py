@@ -91,7 +91,8 @@ def raise_open_files(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def _socket_inodes(pid: int) -> set[str]:
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds open."""
     inodes = set()
     fd_dir = Path(f"/proc/{pid}/fd")
     for fd in fd_dir.iterdir():
@@ -122,7 +123,7 @@ def _local_ports_to(remote_port: int, inodes: set[str]) -> set[int]:
 
 def redis_connections(pid: int, redis_port: int) -> int:
     """How many entries of Redis's ``CLIENT LIST`` are connections of process ``pid``."""
-    ports = _local_ports_to(redis_port, _socket_inodes(pid))
+    ports = _local_ports_to(redis_port, socket_inodes(pid))
     client = redis.Redis(port=redis_port)
     try:
         clients = client.client_list()

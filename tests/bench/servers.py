@@ -269,53 +269,51 @@ _PRODUCT_ENV = {
 }
 _PRODUCT_USER_PATH = "/ws/bench?subscribe-broadcast&subscribe-user&subscribe-session"
 
+
+def _product_spec(name: str, what: str, **env: str) -> ServerSpec:
+    """The product under daphne, with ``env`` over the benchmark's settings."""
+    return ServerSpec(
+        name,
+        what,
+        lambda port, url, _: {"server": _product(port, url)},
+        {**_PRODUCT_ENV, **env},
+        user_path=_PRODUCT_USER_PATH,
+        positions=True,
+    )
+
+
 SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
     for spec in [
-        ServerSpec(
+        _product_spec(
             "product",
             "ws4redis_channels under daphne (testproject.asgi)",
-            lambda port, url, _: {"server": _product(port, url)},
             # Metrics on, whatever the caller's environment says.
-            {**_PRODUCT_ENV, "WS4REDIS_METRICS": "1"},
-            user_path=_PRODUCT_USER_PATH,
-            positions=True,
+            WS4REDIS_METRICS="1",
         ),
-        ServerSpec(
+        _product_spec(
             "product-nometrics",
             "the product with WS4REDIS_METRICS = False: what the metrics cost",
-            lambda port, url, _: {"server": _product(port, url)},
-            {**_PRODUCT_ENV, "WS4REDIS_METRICS": "0"},
-            user_path=_PRODUCT_USER_PATH,
-            positions=True,
+            WS4REDIS_METRICS="0",
         ),
         # The product with its private accelerations switched off, to measure them
         # (docs/benchmarks.rst, "Public APIs or the raw path").
-        ServerSpec(
+        _product_spec(
             "product-public",
             "the product with public APIs only: autobahn's prepared messages instead of "
             "direct writes (WS4REDIS_ACCELERATIONS_OFF)",
-            lambda port, url, _: {"server": _product(port, url)},
-            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "direct_writes"},
-            user_path=_PRODUCT_USER_PATH,
-            positions=True,
+            WS4REDIS_ACCELERATIONS_OFF="direct_writes",
         ),
-        ServerSpec(
+        _product_spec(
             "product-producer",
             "the product with the bound from Twisted's producer signal (public) instead of "
             "its write buffer (WS4REDIS_ACCELERATIONS_OFF)",
-            lambda port, url, _: {"server": _product(port, url)},
-            {**_PRODUCT_ENV, "WS4REDIS_ACCELERATIONS_OFF": "buffer_bound"},
-            user_path=_PRODUCT_USER_PATH,
-            positions=True,
+            WS4REDIS_ACCELERATIONS_OFF="buffer_bound",
         ),
-        ServerSpec(
+        _product_spec(
             "product-asgi",
             "the product with every frame through daphne's ASGI send (WS4REDIS_DIRECT_WRITES=0)",
-            lambda port, url, _: {"server": _product(port, url)},
-            {**_PRODUCT_ENV, "WS4REDIS_DIRECT_WRITES": "0"},
-            user_path=_PRODUCT_USER_PATH,
-            positions=True,
+            WS4REDIS_DIRECT_WRITES="0",
         ),
         ServerSpec(
             "naive",
