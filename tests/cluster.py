@@ -45,6 +45,7 @@ class RedisCluster:
         self.replicas = replicas
         self.extra = extra  # more redis-server arguments
         self.nodes: list[RedisServer] = []
+        self.dead_since: dict[int, float] = {}  # port -> when kill() saw the node exit
         self.cli = find_redis_cli()
 
     @property
@@ -160,6 +161,8 @@ class RedisCluster:
         node.process.send_signal(signal.SIGKILL)
         node.process.wait()
         node.process = None
+        # From here on, no command can have been answered by this node.
+        self.dead_since[port] = time.monotonic()
 
     def wait_for_promotion(self, dead_port: int, first_slot: int, timeout: float = 30.0) -> int:
         """Wait until another node serves ``first_slot`` of ``dead_port``; return its port."""

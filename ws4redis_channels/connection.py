@@ -139,6 +139,58 @@ def _cluster_kwargs(target: RedisTarget, *, asynchronous: bool = False) -> dict[
     return kwargs
 
 
+def _reseed(manager: Any, seeds: tuple[tuple[str, int], ...], node_class: Any) -> None:
+    """Put the configured nodes back into ``manager``'s startup nodes, after any it has.
+
+    redis-py before 7.2 drops a node from its startup nodes on every connection
+    error or timeout, and asks only those for the cluster's layout. A failover
+    under load, or every node down for a moment, can empty them: from then on
+    each command fails with "Redis Cluster cannot be connected" and the client
+    never connects again (redis/redis-py#3284). The nodes of the setting stay
+    in, last, so there is always a node to ask.
+    """
+    startup = getattr(manager, "startup_nodes", None)
+    if not isinstance(startup, dict):  # another layout: tests/test_cluster.py says so
+        return
+    for host, port in seeds:
+        name = f"{host}:{port}"
+        if name not in startup:
+            if node_class is redis.asyncio.cluster.ClusterNode:
+                startup[name] = node_class(host, port, **manager.connection_kwargs)
+            else:
+                startup[name] = node_class(host, port)
+
+
+class _AsyncCluster(redis.asyncio.cluster.RedisCluster):
+    """redis-py's asyncio cluster client; it keeps the configured nodes to ask (:func:`_reseed`)."""
+
+    def __init__(self, target: RedisTarget, **kwargs: Any) -> None:
+        self.seeds = target.startup_nodes
+        nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in self.seeds]
+        super().__init__(startup_nodes=nodes, **kwargs)
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> _AsyncCluster:
+        if self._initialize:
+            _reseed(self.nodes_manager, self.seeds, redis.asyncio.cluster.ClusterNode)
+        await super().initialize(*args, **kwargs)
+        return self
+
+
+def _sync_cluster(target: RedisTarget, **kwargs: Any) -> redis.cluster.RedisCluster:
+    """redis-py's cluster client; it keeps the configured nodes to ask (:func:`_reseed`)."""
+    nodes = [redis.cluster.ClusterNode(h, p) for h, p in target.startup_nodes]
+    client = redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
+    manager = client.nodes_manager
+    layout = manager.initialize  # called again by redis-py after a connection error
+
+    def initialize(*args: Any, **kw: Any) -> Any:
+        _reseed(manager, target.startup_nodes, redis.cluster.ClusterNode)
+        return layout(*args, **kw)
+
+    manager.initialize = initialize  # type: ignore[method-assign]
+    return client
+
+
 def current_watcher(target: RedisTarget) -> SentinelWatcher:
     """Return this process's watcher of the Sentinel-monitored ``target`` (started on first use)."""
     return watcher(target.sentinels, target.service_name or "", password=target.sentinel_password)
@@ -237,12 +289,7 @@ def async_client(target: RedisTarget, *, patient: bool = False) -> redis.asyncio
         if patient:
             kwargs["socket_timeout"] = kwargs["socket_connect_timeout"] = None
         if target.cluster:
-            cluster = redis.asyncio.cluster.RedisCluster(
-                startup_nodes=[
-                    redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.startup_nodes
-                ],
-                **_cluster_kwargs(target, asynchronous=True),
-            )
+            cluster = _AsyncCluster(target, **_cluster_kwargs(target, asynchronous=True))
             client = cast(redis.asyncio.Redis, cluster)
         elif target.sentinels:
             sentinel = _AsyncFollowingSentinel(target)
@@ -281,13 +328,7 @@ def sync_client(target: RedisTarget) -> redis.Redis:
         if client is None:
             kwargs = _client_kwargs(target)
             if target.cluster:
-                cluster = redis.cluster.RedisCluster(
-                    startup_nodes=[
-                        redis.cluster.ClusterNode(h, p) for h, p in target.startup_nodes
-                    ],
-                    **_cluster_kwargs(target),
-                )
-                client = cast(redis.Redis, cluster)
+                client = cast(redis.Redis, _sync_cluster(target, **_cluster_kwargs(target)))
             elif target.sentinels:
                 sentinel = _FollowingSentinel(target)
                 client = sentinel.master_for(
