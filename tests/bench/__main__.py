@@ -26,7 +26,16 @@ from . import servers
 from .handshakes import HANDSHAKE_SCENARIOS
 from .measure import raise_open_files
 from .profile import Profiler
-from .report import headline, headline_text, notes, table, targets, targets_text, write_json
+from .report import (
+    baseline_text,
+    headline,
+    headline_text,
+    notes,
+    table,
+    targets,
+    targets_text,
+    write_json,
+)
 from .scenarios import FULL, QUICK, SCENARIO_ENV, Bench
 from .scenarios import SCENARIOS as _DELIVERY
 from .servers import SERVERS
@@ -105,8 +114,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="run the servers in turn this many times, each time afresh, and pool the burst "
         "rounds (servers compared under the same noise: e.g. product,product-nometrics)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of the project (a git worktree with its own .venv from "
+        "make install): adds the row 'baseline', the product served from there",
+    )
     parser.add_argument("--json", type=Path, help="where to write the JSON (default: results/)")
     args = parser.parse_args(argv)
+    if args.baseline is not None:
+        try:
+            SERVERS["baseline"] = servers.baseline_spec(args.baseline)
+        except ValueError as exc:
+            parser.error(f"--baseline: {exc}")
+        if "baseline" not in args.servers.split(","):
+            args.servers += ",baseline"
     args.servers = _choose(parser, args.servers, SERVERS, "server")
     args.scenarios = _choose(parser, args.scenarios, SCENARIOS, "scenario")
     return args
@@ -142,9 +164,9 @@ def _new_loop() -> tuple[asyncio.AbstractEventLoop, str]:
     return uvloop.new_event_loop(), f"uvloop {metadata.version('uvloop')}"
 
 
-def _git() -> dict[str, Any]:
+def _git(where: Path = ROOT) -> dict[str, Any]:
     def run(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True)
         return done.stdout.strip()
 
     return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
@@ -237,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
             users = _users(db_path, max(sizes.user_sockets, sizes.channels_sockets))
         with RedisServer() as redis_server:
             admin = redis.Redis(port=redis_server.port)
-            for _ in range(max(1, args.repeat)):
+            for repeat in range(max(1, args.repeat)):
                 for name in args.servers:
                     spec = SERVERS[name]
                     missing = spec.available()
@@ -250,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
                         result = _one(
                             loop, spec, scenario, redis_server, db_path, sizes, profiler, users
                         )
+                        for each in result.get("rounds", []):
+                            each["repeat"] = repeat
                         print(_summary(name, scenario, result), flush=True)
                         done = results.setdefault(name, {})
                         done[scenario] = _pool(done.get(scenario), result)
@@ -267,6 +291,9 @@ def run(args: argparse.Namespace) -> int:
     if targets_text(checked):
         print()
         print(targets_text(checked))
+    if baseline_text(results):
+        print()
+        print(baseline_text(results))
     remarks = "\n".join([*(f"{n}: skipped, {why}" for n, why in skipped.items()), notes(results)])
     if remarks.strip():
         print()
@@ -295,6 +322,9 @@ def run(args: argparse.Namespace) -> int:
         "daphne_connect_timeout": args.daphne_connect_timeout,
         "repeat": args.repeat,
         "servers": {name: SERVERS[name].description for name in args.servers},
+        "baseline": (
+            {"path": str(args.baseline), **_git(SERVERS["baseline"].cwd)} if args.baseline else None
+        ),
         "headline": ratios,
         "targets": checked,
         "results": results,
@@ -307,11 +337,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pool(before: dict[str, Any] | None, result: dict[str, Any]) -> dict[str, Any]:
-    """Join the burst rounds of a repeated scenario; other scenarios keep the first run."""
+    """Join the burst rounds of a repeated scenario; other scenarios report the first run
+    and keep every run under ``runs``."""
     if before is None:
         return result
     if "rounds" not in before or "rounds" not in result:
-        return before
+        return {**before, "runs": [*before.get("runs", [before]), result]}
     rounds = [*before["rounds"], *result["rounds"]]
     pooled = {**before, "rounds": rounds, "repeats": before.get("repeats", 1) + 1}
     pooled["deliveries_per_s"] = statistics.median(r["deliveries_per_s"] for r in rounds)

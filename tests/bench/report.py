@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
-__all__ = ["headline", "table", "targets", "targets_text", "write_json"]
+__all__ = ["baseline_text", "headline", "table", "targets", "targets_text", "write_json"]
 
 Results = dict[str, dict[str, dict[str, Any]]]
 
@@ -157,6 +158,10 @@ TARGETS = {
     "burst1k_positions_over_plain": (0.8, "min"),
     "burst1k_positions_over_app": (0.8, "min"),
     "steady_p99_positions_over_plain": (1.2, "max"),
+    # Issue 14: today's product against an older checkout (``--baseline``), within 10%.
+    "burst1k_product_over_baseline": (0.9, "min"),
+    "burst5k_product_over_baseline": (0.9, "min"),
+    "steady_p99_product_over_baseline": (1.1, "max"),
 }
 
 
@@ -207,6 +212,15 @@ def targets(results: Results) -> dict[str, Any]:
         "steady_p99_positions_over_plain": _ratio2(
             results, (product, "steady-pos", "p99_ms"), (product, "steady", "p99_ms")
         ),
+        "burst1k_product_over_baseline": _ratio(
+            results, product, "baseline", "burst1k", "deliveries_per_s"
+        ),
+        "burst5k_product_over_baseline": _ratio(
+            results, product, "baseline", "burst5k", "deliveries_per_s"
+        ),
+        "steady_p99_product_over_baseline": _ratio(
+            results, product, "baseline", "steady", "p99_ms"
+        ),
     }
     out = {}
     for key, value in values.items():
@@ -226,6 +240,45 @@ def targets_text(checked: dict[str, Any]) -> str:
         sign = ">=" if entry["kind"] == "min" else "<="
         verdict = "met" if entry["met"] else "NOT met"
         lines.append(f"{key}: {entry['value']:.2f} (target {sign} {entry['target']}) {verdict}")
+    return "\n".join(lines)
+
+
+def _per_repeat(entry: dict[str, Any] | None, key: str) -> list[float]:
+    """One value per repeat of a scenario: the median of its burst rounds, else the run's."""
+    if not entry or "error" in entry or "skipped" in entry:
+        return []
+    rounds = entry.get("rounds")
+    if rounds:
+        by_repeat: dict[int, list[float]] = {}
+        for each in rounds:
+            by_repeat.setdefault(each.get("repeat", 0), []).append(each[key])
+        return [statistics.median(v) for _, v in sorted(by_repeat.items())]
+    return [run[key] for run in entry.get("runs", [entry]) if run.get(key) is not None]
+
+
+def baseline_text(results: Results) -> str:
+    """product over baseline per repeat (the two ran in turn, so repeat n shares its noise)."""
+    if "baseline" not in results or "product" not in results:
+        return ""
+    lines = []
+    for scenario, key in (
+        ("burst1k", "deliveries_per_s"),
+        ("burst5k", "deliveries_per_s"),
+        ("steady", "p50_ms"),
+        ("steady", "p99_ms"),
+    ):
+        mine = _per_repeat(results["product"].get(scenario), key)
+        theirs = _per_repeat(results["baseline"].get(scenario), key)
+        pairs = [(a, b) for a, b in zip(mine, theirs, strict=False) if a and b]
+        if not pairs:
+            continue
+        ratios = [a / b for a, b in pairs]
+        each = ", ".join(f"{_num(a, 1)}/{_num(b, 1)}" for a, b in pairs)
+        lines.append(
+            f"{scenario} {key} product/baseline per repeat: {each}; ratios "
+            f"{', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f}, "
+            f"range {min(ratios):.2f}-{max(ratios):.2f})"
+        )
     return "\n".join(lines)
 
 

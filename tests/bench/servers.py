@@ -13,6 +13,7 @@
 ``floor-unbatched``  the same, one write per message and socket
 ``nchan``          nginx + nchan (C), memory store, one worker (``nchan.py``)
 ``nchan-redis``    the same with the Redis store
+``baseline``       the product of another checkout (``--baseline PATH``)
 =================  ==========================================================
 
 Every server serves ``/ws/<facility>?subscribe-broadcast`` and delivers
@@ -23,6 +24,7 @@ the product a logged-in user's channel, nchan the session cookie's.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -39,7 +41,7 @@ from tests.servers import ROOT, wait_for_port
 
 from . import nchan
 
-__all__ = ["SERVERS", "Running", "ServerSpec"]
+__all__ = ["SERVERS", "Running", "ServerSpec", "baseline_spec"]
 
 # Generous for burst runs: the product closes a socket that falls behind by
 # this many bytes (4507); the harness reports it if that happens anyway.
@@ -94,7 +96,7 @@ class Running:
         with open(self.logs["server"], "ab") as log:
             self.processes["server"] = subprocess.Popen(
                 command,
-                cwd=ROOT,
+                cwd=self.spec.cwd,
                 env=self.spec.environment(self),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -167,6 +169,8 @@ class ServerSpec:
     positions: bool = False
     # Returns "" when the server can run here, else a note why its row is skipped.
     available: Callable[[], str] = lambda: ""
+    # Where its processes run (``baseline``: the other checkout).
+    cwd: Path = ROOT
 
     def environment(self, running: Running) -> dict[str, str]:
         env = {
@@ -199,7 +203,7 @@ class ServerSpec:
                 logs[role] = Path(name)
                 with os.fdopen(fd, "wb") as log:
                     processes[role] = subprocess.Popen(
-                        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                        command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT
                     )
             wait_for_port(port, timeout=30.0, process=processes["server"])
         except BaseException:
@@ -218,7 +222,7 @@ daphne_backlog: int | None = 1024
 daphne_connect_timeout: int | None = None
 
 
-def _daphne(app: str) -> Callable[[int, str], list[str]]:
+def _daphne(app: str, python: str = sys.executable) -> Callable[[int, str], list[str]]:
     def command(port: int, redis_url: str) -> list[str]:
         if daphne_backlog:
             where = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={daphne_backlog}"]
@@ -226,7 +230,7 @@ def _daphne(app: str) -> Callable[[int, str], list[str]]:
             where = ["-b", "127.0.0.1", "-p", str(port)]
         if daphne_connect_timeout:
             where += ["--websocket_connect_timeout", str(daphne_connect_timeout)]
-        return [sys.executable, "-m", "daphne", *where, app]
+        return [python, "-m", "daphne", *where, app]
 
     return command
 
@@ -248,14 +252,6 @@ def _nginx(redis: bool) -> Callable[[int, str, Callable[[], Path]], dict[str, li
     return commands
 
 
-_PRODUCT_ENV = {
-    "DJANGO_SETTINGS_MODULE": "testproject.settings",
-    "DJANGO_DEBUG": "0",
-    "WS4REDIS_EXPIRE": "0",
-    "WS4REDIS_PUBLISH_RATE": "0",
-    "WS4REDIS_MAX_BUFFER_SIZE": MAX_BUFFER,
-    "WS4REDIS_LOG_LEVEL": "WARNING",
-}
 _BRIDGE = [sys.executable, "-m", "tests.bench.group_bridge"]
 _REFERENCE_ENV = {"DJANGO_SETTINGS_MODULE": "tests.bench.reference_settings"}
 
@@ -366,3 +362,30 @@ SERVERS: dict[str, ServerSpec] = {
         ),
     ]
 }
+
+
+def baseline_spec(path: Path) -> ServerSpec:
+    """The ``product`` row served by another checkout: ``PATH/.venv``'s daphne, cwd ``PATH``.
+
+    ``PATH`` is e.g. ``git worktree add --detach PATH <commit>`` followed by ``make
+    install`` there. Same Redis, database, environment and settings as ``product``. The
+    scenarios with positions run only if that checkout's settings know
+    ``WS4REDIS_HISTORY_SIZE`` (the first versions had no history: ``n/a``).
+    """
+    path = Path(path).resolve()
+    python = path / ".venv" / "bin" / "python"
+    settings = path / "testproject" / "settings.py"
+    if not python.exists() or not settings.exists():
+        raise ValueError(f"{path}: no .venv/bin/python or testproject/settings.py (make install)")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True, text=True
+    ).stdout.strip()
+    command = _daphne("testproject.asgi:application", str(python))
+    return dataclasses.replace(
+        SERVERS["product"],
+        name="baseline",
+        description=f"the product of {path} (commit {commit or '?'}) with product's settings",
+        commands=lambda port, url, _: {"server": command(port, url)},
+        positions="WS4REDIS_HISTORY_SIZE" in settings.read_text(),
+        cwd=path,
+    )
