@@ -246,7 +246,8 @@ def _per_repeat(entry: dict[str, Any] | None, key: str) -> list[float]:
     if rounds:
         by_repeat: dict[int, list[float]] = {}
         for each in rounds:
-            by_repeat.setdefault(each.get("repeat", 0), []).append(each[key])
+            if each.get(key) is not None:
+                by_repeat.setdefault(each.get("repeat", 0), []).append(each[key])
         return [statistics.median(v) for _, v in sorted(by_repeat.items())]
     return [run[key] for run in entry.get("runs", [entry]) if run.get(key) is not None]
 
