@@ -186,3 +186,31 @@ async def close_code(ws: Any, timeout: float = TIMEOUT) -> int | None:
             await asyncio.wait_for(ws.recv(), timeout)
     except websockets.ConnectionClosed as exc:
         return exc.rcvd.code if exc.rcvd else None
+
+
+async def empty_messages_reach_no_socket(server: Any, redis_client: Any) -> None:
+    """Publish and store empty messages every way a client or backend can; no socket,
+    with positions or without, gets one: the next frame is the marker sent after them.
+
+    daphne's ASGI send drops empty frames, so the rule is the same on every path
+    and server (see fanout.py)."""
+    from tests.test_positions import parse, state
+
+    # "chat": the facility where the demo lets anonymous sockets publish.
+    redis_client.set("_broadcast_:chat", b"", ex=60)  # stored the way other backends store
+    plain = await connect(server, "/ws/chat?subscribe-broadcast")
+    positioned = await connect(server, "/ws/chat?subscribe-broadcast&positions")
+    sender = await connect(server, "/ws/chat?subscribe-broadcast&publish-broadcast")
+    assert set(state(await recv(positioned))) == {"broadcast"}
+    redis_client.publish("_broadcast_:chat", b"")
+    await sender.send("")
+    await sender.send(b"")
+    redis_client.publish("_broadcast_:chat", "after")
+    assert await recv(plain) == "after"
+    assert await recv(sender) == "after"
+    assert parse(await recv(positioned))[2] == "after"
+    await sender.send("from the sender")  # its empty frames did not end the socket
+    assert await recv(plain) == "from the sender"
+    for ws in (plain, positioned, sender):
+        await ws.close()
+    redis_client.delete("_broadcast_:chat")

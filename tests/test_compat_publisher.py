@@ -13,6 +13,7 @@ from tests.conftest import Spy, connect, nothing_arrives, recv, session_cookie
 from ws4redis.publisher import RedisPublisher
 from ws4redis.redis_store import SELF, RedisMessage
 from ws4redis_channels.exceptions import InvalidName
+from ws4redis_channels.publisher import apublish, publish
 
 TYPED = {"WS4REDIS_NAMING": "typed", "WS4REDIS_PREFIX": "demo"}
 
@@ -127,3 +128,26 @@ async def test_groups_self_reach_the_members_sockets(daphne, redis_client):
         await other.close()
     finally:
         group.delete()
+
+
+async def test_an_empty_message_is_refused_by_the_api_and_skipped_by_the_compat_publisher(
+    daphne, redis_client, caplog
+):
+    # No socket ever gets an empty message (tests.conftest.empty_messages_reach_no_socket):
+    # the API says so; code written for django-websocket-redis gets a warning.
+    ws = await connect(daphne, "/ws/foobar?subscribe-broadcast")
+    spy = Spy(redis_client)
+    for empty in ("", b""):
+        with pytest.raises(ValueError, match="an empty message reaches no socket"):
+            publish("foobar", empty, broadcast=True)
+        with pytest.raises(ValueError, match="an empty message reaches no socket"):
+            await apublish("foobar", empty, broadcast=True)
+    old = RedisPublisher(facility="foobar", broadcast=True)
+    with caplog.at_level(logging.WARNING, "ws4redis_channels.publisher"):
+        assert old.publish_message(RedisMessage("")) == 0
+        assert await old.apublish_message(b"") == 0
+    assert "RedisPublisher skipped an empty message" in caplog.text
+    assert spy.channels() == []  # nothing reached Redis
+    old.publish_message(RedisMessage("not empty"))
+    assert await recv(ws) == "not empty"
+    await ws.close()

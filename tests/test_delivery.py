@@ -9,7 +9,15 @@ import subprocess
 import pytest
 import redis
 
-from tests.conftest import TIMEOUT, close_code, connect, nothing_arrives, recv, session_cookie
+from tests.conftest import (
+    TIMEOUT,
+    close_code,
+    connect,
+    empty_messages_reach_no_socket,
+    nothing_arrives,
+    recv,
+    session_cookie,
+)
 from tests.servers import Daphne
 
 
@@ -69,6 +77,11 @@ async def test_non_utf8_payload_arrives_as_a_binary_frame(daphne, redis_client):
     assert await recv(ws) == b"\xff\xfe\x00binary"
     assert await recv(ws) == "text é"
     await ws.close()
+
+
+async def test_an_empty_message_reaches_no_socket(daphne, redis_client):
+    # On the fast path too, though it could send one: the ASGI path cannot.
+    await empty_messages_reach_no_socket(daphne, redis_client)
 
 
 async def test_user_channel_reaches_only_that_user(daphne, redis_client):

@@ -10,7 +10,13 @@ from collections.abc import Iterator
 import pytest
 
 from testproject.redis_server import free_port
-from tests.conftest import close_code, connect, nothing_arrives, recv
+from tests.conftest import (
+    close_code,
+    connect,
+    empty_messages_reach_no_socket,
+    nothing_arrives,
+    recv,
+)
 from tests.servers import ROOT, wait_for_port
 
 pytest.importorskip("uvicorn")
@@ -82,3 +88,8 @@ async def test_refusals_have_the_same_codes_under_uvicorn(uvicorn, redis_client)
     assert await close_code(ws) == 4400
     ws = await connect(uvicorn, "/ws/news?subscribe-user")
     assert await close_code(ws) == 4401
+
+
+async def test_an_empty_message_reaches_no_socket_under_uvicorn(uvicorn, redis_client):
+    # uvicorn could send an empty frame; daphne's ASGI path cannot: the same everywhere.
+    await empty_messages_reach_no_socket(uvicorn, redis_client)

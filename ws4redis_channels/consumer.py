@@ -297,6 +297,8 @@ class WebsocketConsumer(_LeanConsumer):
             payload = text.encode("utf-8")
         else:
             payload = message.get("bytes") or b""
+        if not payload:
+            return  # an empty frame (a keep-alive of some clients) reaches no socket
         if len(payload) > conf.WS4REDIS_MAX_MESSAGE_SIZE:
             await self._close_with(
                 CloseCode.MESSAGE_TOO_BIG,

@@ -116,11 +116,16 @@ class FanOut:
                     if p is None or p > newest:
                         kept.append(i)
                         newest = p or newest
-                payloads = [payloads[i] for i in kept]
-                positions = [positions[i] for i in kept]
-                messages = None if messages is None else [messages[i] for i in kept]
-                if not payloads:
+                if not kept:
                     return
+                payloads, positions, messages = _only(kept, payloads, positions, messages)
+        if b"" in payloads:
+            # daphne's ASGI send drops an empty frame: no path sends one, so that
+            # every server and path behaves alike (publisher.py refuses them).
+            kept = [i for i, payload in enumerate(payloads) if payload]
+            if not kept:
+                return
+            payloads, positions, messages = _only(kept, payloads, positions, messages)
         for held in ch.joining.values():
             held.extend(zip(payloads, positions, strict=True))
         if not ch.sinks and not ch.psinks:
@@ -187,3 +192,17 @@ class FanOut:
                 except Exception:
                     logger.exception("Delivering messages on %r failed", ch.key)
         return len(delivers) - (1 if skip is not None and skip in sinks else 0)
+
+
+def _only(
+    kept: list[int],
+    payloads: list[bytes],
+    positions: list[Position | None],
+    messages: list[Outbound] | None,
+) -> tuple[list[bytes], list[Position | None], list[Outbound] | None]:
+    """The messages of a fan-out at the indices ``kept``."""
+    return (
+        [payloads[i] for i in kept],
+        [positions[i] for i in kept],
+        None if messages is None else [messages[i] for i in kept],
+    )

@@ -60,6 +60,20 @@ def _payload(message: Any) -> bytes:
     raise TypeError(f"a message must be str or bytes, got {type(message).__name__}")
 
 
+# daphne's ASGI send drops empty frames, so no socket ever gets an empty message
+# (fanout.py skips those that other publishers send): the API refuses them.
+_EMPTY = (
+    "an empty message reaches no socket (daphne cannot send an empty frame); send a non-empty one"
+)
+
+
+def _deliverable(message: Any) -> bytes:
+    payload = _payload(message)
+    if not payload:
+        raise ValueError(_EMPTY)
+    return payload
+
+
 def _names(values: Any, what: str) -> list[str]:
     if isinstance(values, str):
         raise TypeError(f"{what} must be a list of names, got the string {values!r}")
@@ -130,7 +144,7 @@ def publish(
     result = store.publish(
         sync_client(target),
         names,
-        _payload(message),
+        _deliverable(message),
         _expire(expire),
         message_id=message_id,
         **_fenced(target),
@@ -156,7 +170,7 @@ async def apublish(
     result = await store.apublish(
         async_client(target),
         names,
-        _payload(message),
+        _deliverable(message),
         _expire(expire),
         message_id=message_id,
         **_fenced(target),
@@ -328,18 +342,33 @@ class RedisPublisher:
         self, message: Message, expire: int | None = None, *, message_id: str | None = None
     ) -> int:
         """Publish (and store, see ``expire``) ``message``; return the subscriber count."""
-        if not self._channels:
-            logger.warning("RedisPublisher has no audience; the message reaches nobody")
+        payload = self._payload_for_some(message)
+        if payload is None:
             return 0
         target = parse_target(conf.WS4REDIS_CONNECTION)
         return store.publish(
             sync_client(target),
             self._channels,
-            _payload(message),
+            payload,
             _expire(expire),
             message_id=message_id,
             **_fenced(target),
         )
+
+    def _payload_for_some(self, message: Message) -> bytes | None:
+        """The payload, or None (with a warning) when it would reach nobody.
+
+        django-websocket-redis published an empty message like any other; it
+        reaches no socket here, so code written for it gets a warning, not an error.
+        """
+        payload = _payload(message)
+        if not self._channels:
+            logger.warning("RedisPublisher has no audience; the message reaches nobody")
+            return None
+        if not payload:
+            logger.warning("RedisPublisher skipped an empty message: %s", _EMPTY)
+            return None
+        return payload
 
     def pipeline_publish_message(self, message: Message, expire: int | None = None) -> int:
         """The original's pipelined :meth:`publish_message`: every channel in one round trip.
@@ -353,14 +382,14 @@ class RedisPublisher:
         self, message: Message, expire: int | None = None, *, message_id: str | None = None
     ) -> int:
         """Asynchronous :meth:`publish_message`."""
-        if not self._channels:
-            logger.warning("RedisPublisher has no audience; the message reaches nobody")
+        payload = self._payload_for_some(message)
+        if payload is None:
             return 0
         target = parse_target(conf.WS4REDIS_CONNECTION)
         return await store.apublish(
             async_client(target),
             self._channels,
-            _payload(message),
+            payload,
             _expire(expire),
             message_id=message_id,
             **_fenced(target),

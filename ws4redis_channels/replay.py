@@ -351,6 +351,8 @@ class Joiner:
             if positioned:
                 states.append((ch.label, newest, planned.status))
             for payload, position in planned.messages:
+                if not payload:
+                    continue  # a stored empty message: see fanout.py
                 if position is None:
                     messages.append(self._frame(ch, payload, None, positioned))
                     continue
