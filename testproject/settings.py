@@ -72,7 +72,7 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("TESTPROJECT_DB", str(BASE_DIR.parent / "testproject.sqlite3")),
         # Seconds a thread keeps its database connection ("" = for ever); Django's
-        # default 0 opens one per handshake that loads a user (docs/deployment.rst).
+        # default 0 opens one per handshake that loads a user (docs/howto/deploy.rst).
         "CONN_MAX_AGE": (
             None
             if os.environ.get("TESTPROJECT_CONN_MAX_AGE") == ""
