@@ -14,7 +14,7 @@ import pytest
 import redis
 from channels_redis.core import RedisChannelLayer
 
-from testproject.redis_server import RedisServer
+from testproject.redis_server import RedisServer, free_port
 from tests.conftest import TIMEOUT, close_code, connect, recv
 from tests.rawws import upgrade
 from tests.sentinels import SentinelGroup
@@ -127,6 +127,33 @@ async def test_sentinel_failover_is_followed(daphne_factory, tmp_path):
         await wait_until(lambda: promoted.pubsub_numsub("_broadcast_:failover")[0][1] >= 1, 15, 0.1)
         promoted.publish("_broadcast_:failover", "after failover")
         assert [await recv(ws) for ws in sockets] == ["after failover"] * 5
+        for ws in sockets:
+            await ws.close()
+
+
+async def test_a_catch_up_refused_by_a_read_only_master_is_tried_again(daphne_factory):
+    # What a failover can do for a moment: the subscriber is back (on the new master)
+    # while the catch-up's read is refused (the master is still read-only). The
+    # sockets' messages are held until their catch-up succeeds: given up, the
+    # sockets would stay open and mute until the next reconnect.
+    with RedisServer() as redis_server:
+        server = daphne_factory(env_for(redis_server))
+        client = redis.Redis(port=redis_server.port)
+        sockets = [await connect(server, "/ws/readonly?subscribe-broadcast") for _ in range(3)]
+        client.publish("_broadcast_:readonly", "before")
+        assert [await recv(ws) for ws in sockets] == ["before"] * 3
+        # The channel's position is not on this node yet (as on a new master that
+        # never saw the channel): the catch-up's read must write it, and cannot.
+        client.delete("{_broadcast_:readonly}:pos")
+        client.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # read-only now
+        client.client_kill_filter(_type="pubsub")
+        await wait_until(lambda: "after a reconnect failed" in server.log(), 15, 0.05)
+        assert "read only replica" in server.log()
+        client.execute_command("REPLICAOF", "NO", "ONE")
+        # The catch-up is tried again; once it has run, a live message arrives.
+        await wait_until(lambda: client.pubsub_numsub("_broadcast_:readonly")[0][1] >= 1, 15, 0.05)
+        client.publish("_broadcast_:readonly", "after")
+        assert [await recv(ws) for ws in sockets] == ["after"] * 3
         for ws in sockets:
             await ws.close()
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import patience, store
+from .catchup import CatchUp
 from .channel_state import ChannelState, Sink
 from .connection import RedisTarget, async_client
 from .exceptions import RedisError, RedisUnavailable
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 SUBSCRIBE_CHUNK = 500
 
 
-class Bridge(FanOut):
+class Bridge(FanOut, CatchUp):
     """One Redis subscription per process, shared by all of its websockets."""
 
     # Classic pub/sub; a shard bridge of a Redis Cluster (shard.py) uses the
@@ -392,30 +393,6 @@ class Bridge(FanOut):
             self._subscribe(wanted)
             if reconnected:
                 self._catch_up(wanted)
-
-    def _catch_up(self, channels: list[ChannelState]) -> None:
-        """After a reconnect, rejoin every socket: what was stored while the
-        connection was down reaches them, in order, without a duplicate."""
-        keys_of: dict[Sink, list[bytes]] = {}
-        since_of: dict[Sink, dict[bytes, Position]] = {}
-        for ch in channels:
-            for sink in [*ch.sinks, *ch.psinks, *ch.joining]:
-                ch.joining[sink] = []
-                keys_of.setdefault(sink, []).append(ch.key)
-                # Sockets with positions resume from what their channel delivered.
-                if sink in self._positioned and ch.position is not None:
-                    since_of.setdefault(sink, {})[ch.key] = ch.position
-            ch.sinks.clear()
-            ch.psinks.clear()
-            ch.next_position = None
-        for sink, keys in keys_of.items():
-            self._rejoin(sink, keys, since_of.get(sink))
-
-    def _rejoin(self, sink: Sink, keys: list[bytes], since: dict[bytes, Position] | None) -> None:
-        """Catch ``sink`` up on ``keys`` (a shard bridge also retries a failed catch-up)."""
-        self._joiner.add(
-            sink, keys, catch_up=True, positioned=sink in self._positioned, since=since
-        )
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)

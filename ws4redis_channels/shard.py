@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 from collections.abc import Callable
 
 from .bridge import Bridge
@@ -201,42 +200,25 @@ class ShardBridge(Bridge):
             since = {key: ch.position} if sink in positioned and ch.position else None
             self._rejoin(sink, [key], since)
 
-    def _rejoin(self, sink: Sink, keys: list[bytes], since: dict[bytes, Position] | None) -> None:
-        # The cluster client may still know the old topology right after a
-        # failover (its reads fail while this connection is up): try again
-        # rather than leave the socket waiting for the next reconnect.
-        future = self._joiner.add(
-            sink, keys, catch_up=True, positioned=sink in self._positioned, since=since
-        )
-        for key in keys:
-            self._adoptions[key, sink] = future
-        future.add_done_callback(functools.partial(self._rejoined, sink, keys, since))
-
-    def _rejoined(
+    def _rejoin(
         self,
         sink: Sink,
         keys: list[bytes],
         since: dict[bytes, Position] | None,
-        future: asyncio.Future[None],
-    ) -> None:
+        attempt: int = 0,
+    ) -> asyncio.Future[None]:
+        # The cluster client may still know the old topology right after a
+        # failover: Bridge._rejoin tries again; a socket waits for its adoption.
+        future = super()._rejoin(sink, keys, since, attempt)
+        for key in keys:
+            self._adoptions[key, sink] = future
+        future.add_done_callback(functools.partial(self._adoption_done, sink, keys))
+        return future
+
+    def _adoption_done(self, sink: Sink, keys: list[bytes], future: asyncio.Future[None]) -> None:
         for key in keys:
             if self._adoptions.get((key, sink)) is future:
                 del self._adoptions[key, sink]
-        if future.cancelled() or future.exception() is None or self._closed:
-            return
-        if self.subscriber.connected:
-            delay = random.uniform(0.1, 0.5)
-            self._loop.call_later(delay, self._retry_rejoin, sink, keys, since)
-        # Otherwise the next connection catches everything up.
-
-    def _retry_rejoin(
-        self, sink: Sink, keys: list[bytes], since: dict[bytes, Position] | None
-    ) -> None:
-        if self._closed or not self.subscriber.connected:
-            return
-        waiting = [k for k in keys if (ch := self._channels.get(k)) and sink in ch.joining]
-        if waiting:
-            self._rejoin(sink, waiting, since)
 
     async def adopted(self, sink: Sink, key: bytes) -> None:
         """Wait until ``sink``, taken over from another shard, gets ``key``'s live traffic."""
