@@ -83,7 +83,11 @@ class CatchUp:
             sink, keys, catch_up=True, positioned=sink in self._positioned, since=since
         )
         future.add_done_callback(functools.partial(self._rejoined, sink, keys, since, attempt))
+        self._rejoining(sink, keys, future)
         return future
+
+    def _rejoining(self, sink: Sink, keys: list[bytes], future: asyncio.Future[None]) -> None:
+        """A catch-up of ``sink`` on ``keys`` started (a shard bridge tracks adoptions)."""
 
     def _rejoined(
         self,

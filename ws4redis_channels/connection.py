@@ -139,7 +139,9 @@ def _cluster_kwargs(target: RedisTarget, *, asynchronous: bool = False) -> dict[
     return kwargs
 
 
-def _reseed(manager: Any, seeds: tuple[tuple[str, int], ...], node_class: Any) -> None:
+def _reseed(
+    manager: Any, seeds: tuple[tuple[str, int], ...], node: Callable[[str, int], Any]
+) -> None:
     """Put the configured nodes back into ``manager``'s startup nodes, after any it has.
 
     redis-py before 7.2 drops a node from its startup nodes on every connection
@@ -155,10 +157,7 @@ def _reseed(manager: Any, seeds: tuple[tuple[str, int], ...], node_class: Any) -
     for host, port in seeds:
         name = f"{host}:{port}"
         if name not in startup:
-            if node_class is redis.asyncio.cluster.ClusterNode:
-                startup[name] = node_class(host, port, **manager.connection_kwargs)
-            else:
-                startup[name] = node_class(host, port)
+            startup[name] = node(host, port)
 
 
 class _AsyncCluster(redis.asyncio.cluster.RedisCluster):
@@ -171,7 +170,12 @@ class _AsyncCluster(redis.asyncio.cluster.RedisCluster):
 
     async def initialize(self, *args: Any, **kwargs: Any) -> _AsyncCluster:
         if self._initialize:
-            _reseed(self.nodes_manager, self.seeds, redis.asyncio.cluster.ClusterNode)
+            node_kwargs = self.nodes_manager.connection_kwargs
+            _reseed(
+                self.nodes_manager,
+                self.seeds,
+                lambda h, p: redis.asyncio.cluster.ClusterNode(h, p, **node_kwargs),
+            )
         await super().initialize(*args, **kwargs)
         return self
 

@@ -200,20 +200,12 @@ class ShardBridge(Bridge):
             since = {key: ch.position} if sink in positioned and ch.position else None
             self._rejoin(sink, [key], since)
 
-    def _rejoin(
-        self,
-        sink: Sink,
-        keys: list[bytes],
-        since: dict[bytes, Position] | None,
-        attempt: int = 0,
-    ) -> asyncio.Future[None]:
-        # The cluster client may still know the old topology right after a
-        # failover: Bridge._rejoin tries again; a socket waits for its adoption.
-        future = super()._rejoin(sink, keys, since, attempt)
+    def _rejoining(self, sink: Sink, keys: list[bytes], future: asyncio.Future[None]) -> None:
+        # The cluster client may still know the old topology right after a failover:
+        # the catch-up is tried again (catchup.py); a socket waits for its adoption.
         for key in keys:
             self._adoptions[key, sink] = future
         future.add_done_callback(functools.partial(self._adoption_done, sink, keys))
-        return future
 
     def _adoption_done(self, sink: Sink, keys: list[bytes], future: asyncio.Future[None]) -> None:
         for key in keys:
