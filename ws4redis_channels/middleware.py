@@ -2,11 +2,13 @@
 
 It does what channels' ``OriginValidator`` (with its own origin matching)
 and ``AuthMiddlewareStack`` do for a websocket (``scope["cookies"]``, a lazy
-``scope["session"]`` from the session cookie, ``scope["user"]`` resolved by
-channels' ``get_user``) with one copy of the scope and one suspended frame
-instead of four layers, which matters when a process holds thousands of
-idle sockets. For websockets, channels' session middleware does nothing
-else: it saves sessions only on HTTP responses.
+``scope["session"]`` from the session cookie, ``scope["user"]`` as channels'
+``get_user`` resolves it, for all the handshakes waiting at once in one
+trip to the database thread: :mod:`ws4redis_channels.sessions`) with one
+copy of the scope and one suspended frame instead of four layers, which
+matters when a process holds thousands of idle sockets. For websockets,
+channels' session middleware does nothing else: it saves sessions only on
+HTTP responses.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from importlib import import_module
 from typing import Any
 from urllib.parse import urlparse
 
-from channels.auth import UserLazyObject, get_user
+from channels.auth import UserLazyObject
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 from django.http.cookie import parse_cookie
 
 from .codes import CLOSE_REASONS, CloseCode
 from .logs import describe_socket, escaped
+from .sessions import load_user
 
 __all__ = ["WebsocketAuthMiddleware"]
 
@@ -98,7 +101,7 @@ class WebsocketAuthMiddleware:
 
                 user._wrapped = AnonymousUser()
             else:
-                user._wrapped = await get_user(scope)
+                user._wrapped = await load_user(scope)
             scope["user"] = user
         return scope
 
