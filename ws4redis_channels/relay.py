@@ -32,6 +32,11 @@ EVENT_TYPE = "ws4redis.message"
 DEFAULT_GROUP_EXPIRY = 86400
 RETRY_FIRST = 0.5
 RETRY_MAX = 10.0
+#: Relays joining their groups at once. channels_redis' core layer takes a
+#: pooled connection per ``group_add``; a reconnect storm of a thousand new
+#: user channels would otherwise empty the pool (``MaxConnectionsError``) and
+#: send every relay into its retry pause.
+JOINING_AT_ONCE = 16
 
 
 class LayerRelay:
@@ -46,6 +51,7 @@ class LayerRelay:
         expiry = getattr(layer, "group_expiry", DEFAULT_GROUP_EXPIRY) or DEFAULT_GROUP_EXPIRY
         self._refresh_every = max(float(expiry) / 3, 1.0)
         self._refresher: asyncio.Task[None] | None = None
+        self._joining: asyncio.Semaphore | None = None
 
     def watch(self, channel: str, on: bool) -> None:
         """Start (``on``) or stop relaying events for ``channel``."""
@@ -77,10 +83,14 @@ class LayerRelay:
     async def _relay(self, channel: str) -> None:
         group = group_for(channel)
         backoff = Backoff(RETRY_FIRST, RETRY_MAX)
+        if self._joining is None:
+            self._joining = asyncio.Semaphore(JOINING_AT_ONCE)
         while True:
-            name = await self.layer.new_channel("ws4redis.")
+            name = None
             try:
-                await self.layer.group_add(group, name)
+                async with self._joining:
+                    name = await self.layer.new_channel("ws4redis.")
+                    await self.layer.group_add(group, name)
                 self._members[channel] = name
                 ready = self._ready.get(channel)
                 if ready is not None and not ready.done():
@@ -95,10 +105,11 @@ class LayerRelay:
                 logger.warning("Channel layer relay for %r failed (%r); retrying", channel, exc)
             finally:
                 self._members.pop(channel, None)
-                try:
-                    await self.layer.group_discard(group, name)
-                except Exception as exc:  # the layer may be gone at shutdown
-                    logger.debug("group_discard(%r) failed: %r", group, exc)
+                if name is not None:
+                    try:
+                        await self.layer.group_discard(group, name)
+                    except Exception as exc:  # the layer may be gone at shutdown
+                        logger.debug("group_discard(%r) failed: %r", group, exc)
             await backoff.sleep()
 
     def _relay_event(self, channel: str, event: dict[str, Any]) -> None:
