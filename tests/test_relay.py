@@ -44,3 +44,37 @@ async def test_a_storm_of_new_channels_joins_its_groups_on_the_core_layer(redis_
 
 async def test_a_storm_of_new_channels_joins_its_groups_on_the_pubsub_layer(redis_server, caplog):
     await _storm(RedisPubSubChannelLayer(hosts=[redis_server.url], prefix="relaystormps"), caplog)
+
+
+class _Blip:
+    """A pub/sub layer whose first new_channel meets a Redis that just went away."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.layer, name)
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("Connection closed by server.")
+        return str(await self.layer.new_channel(prefix))
+
+
+async def test_a_relay_whose_new_channel_fails_tries_again(redis_server, caplog):
+    layer = _Blip(RedisPubSubChannelLayer(hosts=[redis_server.url], prefix="relayblip"))
+    got: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    relay = LayerRelay(layer, lambda channel, event: got.put_nowait((channel, event)))
+    try:
+        with caplog.at_level(logging.WARNING, logger="ws4redis_channels.relay"):
+            relay.watch("blip:news", True)
+            await asyncio.wait_for(relay.ready(["blip:news"]), TIMEOUT)
+        assert layer.failed
+        assert any("Connection closed by server" in r.getMessage() for r in caplog.records)
+        await layer.group_send(group_for("blip:news"), {"type": EVENT_TYPE, "text": "back"})
+        assert (await asyncio.wait_for(got.get(), TIMEOUT))[1]["text"] == "back"
+    finally:
+        await relay.close()
+        await layer.flush()
