@@ -4,7 +4,7 @@ It does what channels' ``OriginValidator`` (with its own origin matching)
 and ``AuthMiddlewareStack`` do for a websocket (``scope["cookies"]``, a lazy
 ``scope["session"]`` from the session cookie, ``scope["user"]`` as channels'
 ``get_user`` resolves it, for all the handshakes waiting at once in one
-trip to the database thread: :mod:`ws4redis_channels.sessions`) with one
+trip to the database thread: ``ws4redis_channels.sessions``) with one
 copy of the scope and one suspended frame instead of four layers, which
 matters when a process holds thousands of idle sockets. For websockets,
 channels' session middleware does nothing else: it saves sessions only on
