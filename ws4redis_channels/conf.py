@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_METRICS": True,
     "WS4REDIS_STATUS_INTERVAL": 5.0,
     "WS4REDIS_CLUSTER_PLAIN_PUBLISH": False,
+    "WS4REDIS_GC_THRESHOLD": 20000,
 }
 
 
@@ -301,6 +302,12 @@ class Settings:
                 f"WS4REDIS_CLUSTER_PLAIN_PUBLISH must be True or False, got {value!r}"
             )
         return value
+
+    @property
+    def WS4REDIS_GC_THRESHOLD(self) -> int | None:
+        if _get("WS4REDIS_GC_THRESHOLD") is None:
+            return None
+        return int(_number("WS4REDIS_GC_THRESHOLD", integer=True))
 
     @property
     def WS4REDIS_ALLOWED_ORIGINS(self) -> list[str] | None:
