@@ -1,18 +1,20 @@
-"""The garbage collector's first threshold is raised for websocket processes, never lowered."""
+"""The garbage collector's first threshold is raised during a surge of handshakes, then put back."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
-import re
 from collections.abc import Iterator
 
 import pytest
+import redis.asyncio
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from tests.conftest import connect, recv
-from ws4redis_channels import collector
+from tests.chaos.wire import open_clients
+from tests.conftest import TIMEOUT
+from ws4redis_channels.collector import CALM, SURGE, Surge
 from ws4redis_channels.conf import conf
 
 
@@ -23,24 +25,51 @@ def thresholds() -> Iterator[None]:
     gc.set_threshold(*saved)
 
 
-def test_the_first_threshold_is_raised_and_the_others_kept(thresholds, caplog):
+def test_a_surge_raises_the_first_threshold_and_its_end_puts_it_back(thresholds, caplog):
     gc.set_threshold(700, 10, 10)
+    surge = Surge()
     with caplog.at_level(logging.INFO, logger="ws4redis_channels.collector"):
-        assert collector.apply(20000)
-    assert gc.get_threshold() == (20000, 10, 10)
-    assert "from 700 to 20000" in caplog.text
+        for _ in range(SURGE - 1):
+            surge.started()
+        assert gc.get_threshold() == (700, 10, 10)  # not yet a surge
+        surge.started()
+        assert gc.get_threshold() == (20000, 10, 10)
+        for _ in range(SURGE - CALM - 1):
+            surge.ended()
+        assert gc.get_threshold() == (20000, 10, 10)  # not calm yet
+        surge.ended()
+        assert gc.get_threshold() == (700, 10, 10)
+    assert "threshold is 20000 instead of 700" in caplog.text
+    assert "over (at most 50 at once)" in caplog.text
 
 
 def test_a_higher_threshold_disabled_collection_or_none_is_left_alone(thresholds):
-    gc.set_threshold(50000, 20, 100)
-    assert not collector.apply(20000)
-    assert gc.get_threshold() == (50000, 20, 100)
-    gc.set_threshold(0, 10, 10)  # automatic collection off: the process's choice
-    assert not collector.apply(20000)
-    assert gc.get_threshold() == (0, 10, 10)
+    for own in ((50000, 20, 100), (0, 10, 10)):
+        gc.set_threshold(*own)
+        surge = Surge()
+        for _ in range(SURGE):
+            surge.started()
+        assert gc.get_threshold() == own
+        for _ in range(SURGE):
+            surge.ended()
+        assert gc.get_threshold() == own
     gc.set_threshold(700, 10, 10)
-    assert not collector.apply(None)
-    assert gc.get_threshold() == (700, 10, 10)
+    with override_settings(WS4REDIS_GC_THRESHOLD=None):
+        surge = Surge()
+        for _ in range(SURGE):
+            surge.started()
+        assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_a_threshold_changed_during_the_surge_is_kept(thresholds):
+    gc.set_threshold(700, 10, 10)
+    surge = Surge()
+    for _ in range(SURGE):
+        surge.started()
+    gc.set_threshold(3000, 10, 10)  # the project's own code
+    for _ in range(SURGE):
+        surge.ended()
+    assert gc.get_threshold() == (3000, 10, 10)
 
 
 def test_the_setting_is_an_int_or_none():
@@ -55,12 +84,28 @@ def test_the_setting_is_an_int_or_none():
             _ = conf.WS4REDIS_GC_THRESHOLD
 
 
-async def test_a_daphne_process_raises_it_when_its_first_socket_connects(daphne, redis_client):
-    ws = await connect(daphne, "/ws/collector?subscribe-broadcast")
+async def test_daphne_raises_it_while_handshakes_pile_up_and_puts_it_back(
+    daphne_factory, redis_server
+):
+    """Redis paused: the sockets' joins wait, so 80 handshakes are in progress at once."""
+    server = daphne_factory({"WS4REDIS_LOG_LEVEL": "INFO"})
+    path = "/ws/surge?subscribe-broadcast"
+    control = redis.asyncio.Redis(port=redis_server.port)
     try:
-        redis_client.publish("_broadcast_:collector", "hello")
-        assert await recv(ws) == "hello"
+        (first,) = await open_clients(server.port, [path], timeout=TIMEOUT)  # the bridge is up
+        await control.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        clients = await open_clients(server.port, [path] * 80, timeout=TIMEOUT * 3)
+        assert [c.close_code for c in clients if c.close_code is not None] == []
+        await control.publish("_broadcast_:surge", b"after the surge")
+        arrived = await asyncio.gather(
+            *(c.wait_for(b"after the surge", TIMEOUT) for c in [first, *clients])
+        )
+        assert all(arrived)
+        log = server.log()
+        assert "handshakes in progress: the garbage collector's first threshold is 20000" in log
+        assert "The surge of websocket handshakes is over" in log
+        for client in [first, *clients]:
+            client.abort()
     finally:
-        await ws.close()
-    # From CPython's default (700 before 3.13).
-    assert re.search(r"garbage collector's first threshold from \d+ to 20000", daphne.log())
+        await control.execute_command("CLIENT", "UNPAUSE")
+        await control.aclose()

@@ -1,4 +1,4 @@
-"""The garbage collector's first threshold in a websocket process.
+"""The garbage collector during a surge of handshakes.
 
 CPython's cyclic garbage collector runs its youngest generation every 700
 new container objects, and every tenth of those runs the next one; every
@@ -12,11 +12,14 @@ and their clients come back and add to the line. In the benchmark's storm,
 5,000 sockets needed 91 to 114 s to be back with the default threshold and
 5.3 s with 20,000 (``docs/benchmarks.rst``).
 
-:func:`apply` raises the first threshold to ``WS4REDIS_GC_THRESHOLD`` when
-the first socket of the process connects, unless the process already uses a
-higher one; it never lowers it and leaves the other two thresholds alone,
-so cyclic garbage is still collected, in fewer, larger passes. ``None``
-leaves the collector as it is.
+While at least :data:`SURGE` handshakes of the process are in progress,
+:data:`surge` raises the collector's first threshold to
+``WS4REDIS_GC_THRESHOLD``, unless the process already uses a higher one or
+has turned automatic collection off; when no more than :data:`CALM` are left
+it puts the process's own threshold back. The other two thresholds stay, so
+cyclic garbage is still collected, in fewer and larger passes, and between
+surges the collector runs as the process set it: a threshold kept high for
+good let a process grow by a third over 10,000 connect cycles.
 """
 
 from __future__ import annotations
@@ -24,24 +27,71 @@ from __future__ import annotations
 import gc
 import logging
 
-__all__ = ["apply"]
+__all__ = ["CALM", "SURGE", "surge"]
 
 logger = logging.getLogger(__name__)
 
+#: Handshakes in progress at once that make a surge.
+SURGE = 50
+#: Handshakes still in progress when a surge is over.
+CALM = 5
 
-def apply(threshold: int | None) -> bool:
-    """Raise the collector's first threshold to ``threshold``; True if it changed."""
-    if not threshold:
-        return False
-    first, *others = gc.get_threshold()
-    if first == 0 or first >= threshold:
+
+class Surge:
+    """Counts the handshakes in progress; raises the threshold while they are many."""
+
+    def __init__(self) -> None:
+        self.handshakes = 0
+        self.surging = False
+        self.peak = 0
+        self._saved: tuple[int, ...] | None = None
+        self._raised = 0
+
+    def started(self) -> None:
+        self.handshakes += 1
+        if self.surging:
+            self.peak = max(self.peak, self.handshakes)
+        elif self.handshakes >= SURGE:
+            self.surging, self.peak = True, self.handshakes
+            self._raise()
+
+    def ended(self) -> None:
+        self.handshakes -= 1
+        if self.surging and self.handshakes <= CALM:
+            self.surging = False
+            self._restore()
+
+    def _raise(self) -> None:
+        from .conf import conf
+
+        threshold = conf.WS4REDIS_GC_THRESHOLD
+        current = gc.get_threshold()
         # 0: the process turned automatic collection off; higher: its own choice.
-        return False
-    gc.set_threshold(threshold, *others)
-    logger.info(
-        "Raised the garbage collector's first threshold from %d to %d for the "
-        "websocket handshakes (WS4REDIS_GC_THRESHOLD)",
-        first,
-        threshold,
-    )
-    return True
+        if not threshold or current[0] == 0 or current[0] >= threshold:
+            return
+        self._saved, self._raised = current, threshold
+        gc.set_threshold(threshold, *current[1:])
+        logger.info(
+            "%d websocket handshakes in progress: the garbage collector's first "
+            "threshold is %d instead of %d until they are done (WS4REDIS_GC_THRESHOLD)",
+            self.handshakes,
+            threshold,
+            current[0],
+        )
+
+    def _restore(self) -> None:
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        if gc.get_threshold()[0] == self._raised:  # unless someone changed it meanwhile
+            gc.set_threshold(*saved)
+        logger.info(
+            "The surge of websocket handshakes is over (at most %d at once): "
+            "the garbage collector's first threshold is %d again",
+            self.peak,
+            gc.get_threshold()[0],
+        )
+
+
+#: The process's count of handshakes in progress.
+surge = Surge()

@@ -48,6 +48,7 @@ from .admission import (
 )
 from .bridge import Bridge
 from .codes import CLOSE_REASONS, CloseCode
+from .collector import surge
 from .conf import conf
 from .exceptions import InvalidName, RedisError
 from .frames import Batch, make_message
@@ -152,6 +153,7 @@ class WebsocketConsumer(_LeanConsumer):
     # -- handshake ----------------------------------------------------------
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
+        surge.started()
         try:
             await self._handshake()
         except PermissionDenied as exc:
@@ -186,6 +188,8 @@ class WebsocketConsumer(_LeanConsumer):
             )
             await self._refuse(CloseCode.HANDSHAKE_FAILED, f"{type(exc).__name__}", log=False)
             return
+        finally:
+            surge.ended()
 
     async def _handshake(self) -> None:
         scope = self.scope

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from channels.layers import get_channel_layer
 
-from . import accelerator, collector
+from . import accelerator
 from .accelerator import on_server_shutdown
 from .bridge import Bridge
 from .conf import DEFAULTS, conf
@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 
 def _new_bridge() -> Bridge:
-    collector.apply(conf.WS4REDIS_GC_THRESHOLD)
     relay: LayerRelay | None = None
     alias = conf.WS4REDIS_CHANNEL_LAYER
     layer = get_channel_layer(alias) if alias else None
