@@ -31,6 +31,7 @@ from django.http import QueryDict
 from .conf import conf
 from .exceptions import InvalidName
 from .names import Audience, validate_identity
+from .sessions import loaded_key
 
 __all__ = [
     "FLAGS",
@@ -114,21 +115,6 @@ def _session_exists(session: Any, key: str) -> bool:
     return bool(session.exists(key))
 
 
-def _loaded_key(session: Any) -> tuple[bool, str | None]:
-    """``(True, key)`` for a database session that is already loaded, else ``(False, None)``.
-
-    Loading a database session (``db``, ``cached_db``: the user middleware
-    does, to find the user) sets its key to None when no live row has it, so
-    the key of a loaded one names a saved session: no second query needed.
-    """
-    from django.contrib.sessions.backends.db import SessionStore
-
-    if isinstance(session, SessionStore) and hasattr(session, "_session_cache"):
-        key = session.session_key
-        return True, key if isinstance(key, str) and key else None
-    return False, None
-
-
 async def resolve_identity(
     scope: Mapping[str, Any], *, session: bool = False, groups: bool = False
 ) -> Identity:
@@ -145,7 +131,7 @@ async def resolve_identity(
                 validate_identity(Audience.SESSION, key)
             except InvalidName:
                 key = None
-            known, loaded = _loaded_key(store) if key else (True, None)
+            known, loaded = loaded_key(store) if key else (True, None)
             if known:
                 session_key = loaded
             elif key and await database_sync_to_async(_session_exists)(store, key):

@@ -25,9 +25,10 @@ What is loaded in bulk, and what one by one (in the same trip):
 
 A database session loaded in bulk is handed to its ``SessionStore`` through
 the store's private cache attribute (``_session_cache``), the one its own
-loading fills. :func:`bulk_sessions` checks once per process, without the
-database, that a store so filled answers from it; if a Django release
-changes that, sessions load one by one and nothing else changes.
+loading fills; :func:`loaded_key` reads it too, and no other module does.
+:func:`bulk_sessions` checks once per process, without the database, that a
+store so filled answers from it; if a Django release changes that, sessions
+load one by one and nothing else changes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-__all__ = ["BATCH_LIMIT", "bulk_sessions", "load_user", "load_users"]
+__all__ = ["BATCH_LIMIT", "bulk_sessions", "load_user", "load_users", "loaded_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,21 @@ def _load_sessions(stores: list[Any]) -> None:
                 store._session_cache = {}
             else:
                 store._session_cache = store.decode(data)
+
+
+def loaded_key(session: Any) -> tuple[bool, str | None]:
+    """``(True, key)`` for a database session that is already loaded, else ``(False, None)``.
+
+    Loading a database session (``db``, ``cached_db``: the user middleware
+    does, to find the user) sets its key to None when no live row has it, so
+    the key of a loaded one names a saved session: no second query needed.
+    """
+    from django.contrib.sessions.backends.db import SessionStore
+
+    if isinstance(session, SessionStore) and hasattr(session, "_session_cache"):
+        key = session.session_key
+        return True, key if isinstance(key, str) and key else None
+    return False, None
 
 
 def _model_backend_users(backend: Any) -> bool:
