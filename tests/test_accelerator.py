@@ -40,6 +40,15 @@ RENAMES = [
         "producer_bound",
     ),
     ("autobahn.", "http_request_data", "http_request_bytes", "handshake_release"),
+    ("autobahn.", "send_queue", "sendQueue", "small_queues"),
+    # A Python release that keeps asyncio.Queue's waiters under another name.
+    ("asyncio.queues", "_getters", "_get_waiters", "small_queues"),
+    (
+        "twisted.internet.abstract,twisted.internet._newtls",
+        "producer",
+        "_producer",
+        "upgrade_release",
+    ),
     # daphne calls these too: a release renaming them would ship with a daphne that follows.
     ("autobahn.,daphne.", "sendCloseFrame", "send_close_frame", "going_away"),
     ("autobahn.,daphne.", "sendClose", "send_close", "close_reasons"),

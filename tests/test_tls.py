@@ -32,6 +32,7 @@ from tests.conftest import TIMEOUT, close_code, connect, recv
 from tests.rawws import upgrade
 from tests.servers import Daphne
 from tests.test_accelerator import SHIMS
+from tests.test_footprint import assert_lean, census_env, settled_census
 
 PUBLIC_ONLY = {"WS4REDIS_ACCELERATIONS_OFF": "direct_writes"}
 
@@ -198,3 +199,23 @@ async def test_a_client_that_stops_reading_is_closed_with_4507_and_memory_stays_
     assert await recv(reader) == "still here"
     await reader.close()
     stalled.close()
+
+
+async def test_a_tls_socket_keeps_nothing_of_its_upgrade_either(
+    server_factory, certificate, redis_client, tmp_path
+):
+    # Under TLS the producer signal replaced Twisted's HTTP channel: it is gone all the same.
+    path = tmp_path / "census.json"
+    server = server_factory(True, census_env(path))
+    sockets = [
+        await open_socket(server, certificate, "/ws/tls-census?subscribe-broadcast")
+        for _ in range(5)
+    ]
+    redis_client.publish("_broadcast_:tls-census", "hello")
+    for ws in sockets:
+        assert await recv(ws) == "hello"
+        await asyncio.wait_for(await ws.ping(), TIMEOUT)
+    assert_lean(await settled_census(server, path), len(sockets), producer=None)
+    for ws in sockets:
+        await ws.close()
+    assert "Traceback" not in server.log()

@@ -42,6 +42,14 @@ class WebsocketAuthMiddleware:
         self._allowed = list(allowed_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        prepared = await self.admit(scope, receive, send)
+        if prepared is None:
+            return None
+        return await self.target(prepared)(prepared, receive, send)
+
+    async def admit(self, scope: Any, receive: Any, send: Any) -> Any:
+        """Return the scope with cookies, session and user, or None once the socket has
+        been refused (403 for a foreign origin, 4500 when the session cannot be loaded)."""
         try:
             prepared = await self._prepare(scope)
         except Exception as exc:
@@ -52,10 +60,21 @@ class WebsocketAuthMiddleware:
                 escaped(repr(exc), 500),
                 exc_info=True,
             )
-            return await _refuse(receive, send, CloseCode.HANDSHAKE_FAILED)
+            await _refuse(receive, send, CloseCode.HANDSHAKE_FAILED)
+            return None
         if prepared is None:
-            return await WebsocketDenier()(scope, receive, send)
-        return await self.inner(prepared, receive, send)
+            await WebsocketDenier()(scope, receive, send)
+        return prepared
+
+    def target(self, prepared: Any) -> Any:
+        """Return the ASGI app to serve ``prepared`` with: ``inner``, or, when ``inner`` is
+        the default router (:func:`~ws4redis_channels.routing.websocket_application`), the
+        consumer its route names, so that the socket keeps no router's frame and copy
+        of the scope while it is open."""
+        from .routing import Routes
+
+        inner = self.inner
+        return inner.route(prepared) if isinstance(inner, Routes) else inner
 
     async def _prepare(self, scope: Any) -> Any:
         """Return the scope with cookies, session and user; None if the origin is refused."""

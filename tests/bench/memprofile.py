@@ -30,18 +30,55 @@ from typing import Any
 __all__ = ["serve"]
 
 
+_baseline: set[int] = set()  # ids of the objects alive at the first dump
+
+
+def _name(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _owners(objects: list[Any]) -> dict[str, list[int]]:
+    """Group the objects that appeared since the first dump by (their type, who holds them):
+    which dicts, deques and lists belong to daphne's protocol, the consumer, the scope..."""
+    new = {id(obj): obj for obj in objects if id(obj) not in _baseline}
+    held: dict[int, str] = {}
+    for obj in objects:
+        for inner in gc.get_referents(obj):
+            if id(inner) in new and id(inner) not in held:
+                owner = type(obj)
+                label = _name(owner)
+                if owner is dict or owner is list or owner is tuple:
+                    label += "<-" + held.get(id(obj), "?")
+                held[id(inner)] = label
+    rows: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for key, obj in new.items():
+        row = rows[f"{_name(type(obj))} held by {held.get(key, '?')}"]
+        row[0] += 1
+        try:
+            row[1] += sys.getsizeof(obj)
+        except TypeError:
+            pass
+    return rows
+
+
 def _dump(path: str) -> None:
     gc.collect()
     counts: collections.Counter[str] = collections.Counter()
     sizes: collections.Counter[str] = collections.Counter()
-    for obj in gc.get_objects():
-        kind = type(obj)
-        name = f"{kind.__module__}.{kind.__qualname__}"
+    objects = gc.get_objects()
+    for obj in objects:
+        name = _name(type(obj))
         counts[name] += 1
         try:
             sizes[name] += sys.getsizeof(obj)
         except TypeError:
             pass
+    owners = {}
+    if not _baseline:
+        _baseline.update(id(obj) for obj in objects)
+    elif os.environ.get("MEMPROFILE_OWNERS"):
+        owners = _owners(objects)
+    del objects
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__)]
     )
@@ -51,7 +88,9 @@ def _dump(path: str) -> None:
     }
     traced = tracemalloc.get_traced_memory()[0]
     Path(path).write_text(
-        json.dumps({"counts": counts, "sizes": sizes, "lines": lines, "traced": traced})
+        json.dumps(
+            {"counts": counts, "sizes": sizes, "lines": lines, "traced": traced, "owners": owners}
+        )
     )
 
 
@@ -123,6 +162,11 @@ def _report(before: dict[str, Any], after: dict[str, Any], sockets: int, top: in
     for size, where in grown_lines[:top]:
         where = where.replace(str(Path(sys.prefix)), "<venv>")
         lines.append(f"  {size:8.0f} B  {where}")
+    if after.get("owners"):
+        lines.append("new objects per socket by type and holder (getsizeof):")
+        held = sorted(((v[1] / sockets, v[0] / sockets, k) for k, v in after["owners"].items()))
+        for size, count, where in held[::-1][:top]:
+            lines.append(f"  {size:8.0f} B  {count:6.2f}  {where}")
     return "\n".join(lines)
 
 
@@ -134,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sockets", type=int, default=2000)
     parser.add_argument("--path", default="/ws/bench?subscribe-broadcast")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--owners", action="store_true", help="also group new objects by what holds them"
+    )
     args = parser.parse_args(argv)
 
     from testproject.redis_server import RedisServer
@@ -156,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             running = Running("product", port, {}, {}, spec=spec)
             running.redis_url, running.db_path = redis_server.url, db
             env = {**spec.environment(running), "MEMPROFILE_OUT": out}
+            if args.owners:
+                env["MEMPROFILE_OWNERS"] = "1"
             command = spec.commands(port, redis_server.url, running._scratch)["server"]
             daphne_args = command[command.index("daphne") + 1 :]
             import subprocess

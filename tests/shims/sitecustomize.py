@@ -51,3 +51,66 @@ class _RenamingFinder(importlib.abc.MetaPathFinder):
 
 if _RULES:
     sys.meta_path.insert(0, _RenamingFinder())
+
+
+def _census(path: str) -> None:
+    """Write what the open daphne sockets of this process keep (tests/test_footprint.py)."""
+    import gc
+
+    gc.collect()
+    objects = gc.get_objects()
+    names = [f"{type(o).__module__}.{type(o).__qualname__}" for o in objects]
+    protocols = [o for o in objects if type(o).__name__.startswith("WebSocketProtocol")]
+    sockets = []
+    for protocol in protocols:
+        queue = vars(protocol).get("application_queue")
+        parts = vars(queue) if queue is not None else {}
+        event = parts.get("_finished")
+        transport = getattr(protocol, "transport", None)
+        producer = getattr(transport, "producer", getattr(transport, "_producer", None))
+        sockets.append(
+            {
+                "state": getattr(protocol, "state", None),
+                "queue": {k: type(v).__name__ for k, v in parts.items() if k[1:] in _QUEUE_PARTS},
+                "join_waiters": type(vars(event).get("_waiters")).__name__ if event else None,
+                "send_queue": type(vars(protocol).get("send_queue")).__name__,
+                "producer": type(producer).__name__,
+                "on_ping": type(vars(protocol).get("onPing")).__name__,
+                "headers": vars(protocol).get("http_headers"),
+                "origin": vars(protocol).get("websocket_origin"),
+            }
+        )
+    depths = []
+    for task in asyncio_tasks():
+        if getattr(task.get_coro(), "__qualname__", "") != "ProtocolTypeRouter.__call__":
+            continue  # not a socket's application (the bridge's, the relay's ...)
+        depth, awaited = 0, task.get_coro()
+        while awaited is not None and hasattr(awaited, "cr_await"):
+            depth += 1
+            awaited = awaited.cr_await
+        depths.append(depth)
+    counts = {
+        name: names.count(name)
+        for name in ("twisted.web.http.HTTPChannel", "daphne.http_protocol.WebRequest")
+    }
+    with open(path + ".tmp", "w") as out:
+        json.dump({"sockets": sockets, "counts": counts, "task_depths": depths}, out)
+    os.replace(path + ".tmp", path)
+
+
+_QUEUE_PARTS = ("queue", "getters", "putters")
+
+
+def asyncio_tasks() -> list[Any]:
+    import asyncio
+
+    try:
+        return list(asyncio.all_tasks(asyncio.get_event_loop()))
+    except RuntimeError:
+        return []
+
+
+if os.environ.get("WS4REDIS_TEST_CENSUS"):
+    import signal
+
+    signal.signal(signal.SIGUSR2, lambda signum, frame: _census(os.environ["WS4REDIS_TEST_CENSUS"]))

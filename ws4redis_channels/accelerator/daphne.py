@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .options import share_protocol_options
 from .probe import _probe_versions, disable, enabled, plain_tcp, probe_instance
+from .queues import shrink_queues
 
 __all__ = [
     "DaphneSocket",
@@ -33,6 +34,16 @@ logger = logging.getLogger("ws4redis_channels.accelerator")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _open: weakref.WeakSet[Any] = weakref.WeakSet()  # daphne protocols of sockets we serve
+
+#: What autobahn keeps of the handshake and reads only while processing it.
+_HANDSHAKE_ONLY = (
+    "_wskey",
+    "http_status_line",
+    "http_request_uri",
+    "http_request_host",
+    "http_request_path",
+    "websocket_origin",
+)
 
 
 # -- channels ---------------------------------------------------------------------
@@ -121,6 +132,8 @@ class DaphneSocket:
 
     __slots__ = (
         "__weakref__",
+        "_answer_ping",
+        "_check",
         "_pressure",
         "_send",
         "direct",
@@ -141,6 +154,8 @@ class DaphneSocket:
         self.measured = False
         self._send: Callable[[bytes], int] | None = None
         self._pressure: _Pressure | None = None
+        self._answer_ping: Callable[[bytes], None] | None = None
+        self._check: Callable[[], None] | None = None
         if self.direct and not getattr(transport, "connected", True):
             # The client left during its handshake (a reconnect storm's give-ups):
             # Twisted already dropped the socket, which says nothing of the others.
@@ -312,34 +327,60 @@ class DaphneSocket:
         if not ((self.measured or self._pressure is not None) and enabled("pong_bound")):
             return
         try:
-            answer = self.protocol.onPing
-
-            def on_ping(payload: bytes) -> None:
-                answer(payload)
-                self.sent(len(payload) + 2)
-                check()
-
-            self.protocol.onPing = on_ping
+            self._answer_ping = self.protocol.onPing
+            self._check = check
+            # A bound method: a closure would cost a function and its cells per socket.
+            self.protocol.onPing = self._on_ping
         except Exception as exc:
             disable("pong_bound", exc)
 
+    def _on_ping(self, payload: bytes) -> None:
+        self._answer_ping(payload)  # type: ignore[misc]
+        self.sent(len(payload) + 2)
+        self._check()  # type: ignore[misc]
+
     def opened(self) -> None:
         """The socket is open: remember it for shutdown; drop what the handshake kept."""
-        _open.add(self.protocol)
-        if not enabled("handshake_release"):
-            return
         protocol = self.protocol
+        _open.add(protocol)
+        if getattr(protocol, "state", None) != getattr(protocol, "STATE_OPEN", object()):
+            return
+        if enabled("handshake_release"):
+            try:
+                headers = protocol.http_headers
+                if isinstance(headers, dict):
+                    headers.clear()  # also referenced by daphne's ConnectionRequest
+                protocol.http_request_data = None
+                protocol.http_response_data = None
+                state = vars(protocol)
+                for name in _HANDSHAKE_ONLY:
+                    if name in state:
+                        state[name] = None
+                share_protocol_options(protocol)
+            except Exception as exc:
+                disable("handshake_release", exc)
+        if enabled("upgrade_release"):
+            self._release_upgrade()
+        shrink_queues(protocol)
+
+    def _release_upgrade(self) -> None:
+        """Unregister Twisted's HTTP channel, which daphne upgraded the connection from, from
+        the TCP transport, the last thing that kept it, its request and their buffers.
+
+        The channel does nothing for a websocket: it only answers the transport's
+        pause and resume (a full write buffer), and while its upgrade request is
+        in progress, as it stays, it passes them on to nobody. Under the producer
+        signal (TLS) the channel was replaced already (``_register_pressure``).
+        """
         try:
-            if protocol.state != protocol.STATE_OPEN:
-                return
-            headers = protocol.http_headers
-            if isinstance(headers, dict):
-                headers.clear()  # also referenced by daphne's ConnectionRequest
-            protocol.http_request_data = None
-            protocol.http_response_data = None
-            share_protocol_options(protocol)
+            transport = self.transport
+            http = sys.modules.get("twisted.web.http")
+            channel = getattr(http, "HTTPChannel", None)
+            producer = getattr(transport, "producer", None)  # TLS: the wrapper has none
+            if channel is not None and isinstance(producer, channel):
+                transport.unregisterProducer()
         except Exception as exc:
-            disable("handshake_release", exc)
+            disable("upgrade_release", exc)
 
     def close(self, code: int, reason: str) -> bool:
         """Send a close frame with ``code`` and ``reason`` (daphne's ASGI close drops the

@@ -30,6 +30,8 @@ ACCELERATIONS: dict[str, str] = {
     "close_frames": "answer invalid frames with a close frame (1007, 1009), not a dropped TCP",
     "close_reasons": "send the close reason, which daphne drops",
     "handshake_release": "free the handshake's headers once a socket is open (~1.5 KB each)",
+    "upgrade_release": "free Twisted's HTTP channel and request a socket was upgraded from (~4 KB)",
+    "small_queues": "keep daphne's and autobahn's per-socket queues in lists, not deques (~3.5 KB)",
     "going_away": "close open sockets with 1001 at shutdown, before daphne drops them",
     "fragment_bound": "join the fragments of an unfinished message into one buffer",
     "pause_reading": "stop reading from a client whose frames must wait (intake)",
@@ -60,6 +62,7 @@ _PROTOCOL_NEEDS: dict[str, tuple[str, ...]] = {
     "close_reasons": ("sendClose", "state", "STATE_OPEN"),
     # http_response_data appears with the response: set below, not read.
     "handshake_release": ("http_headers", "http_request_data"),
+    "small_queues": ("application_queue", "send_queue"),
     "going_away": ("sendCloseFrame", "state", "STATE_OPEN"),
     "fragment_bound": ("onMessageFrame", "failedByMe"),
     "close_gate": ("onCloseFrame", "application_queue", "state", "STATE_OPEN"),
@@ -75,6 +78,7 @@ _TRANSPORT_NEEDS: dict[str, tuple[str, ...]] = {
         "offset",
     ),
     "buffer_bound": ("_tempDataLen", "dataBuffer", "offset"),
+    "upgrade_release": ("producer", "unregisterProducer"),
 }
 
 
@@ -173,6 +177,12 @@ def probe_instance(protocol: Any) -> None:
         sock = getattr(transport, "socket", None)
         if sock is not None and not callable(getattr(sock, "send", None)):
             _off.setdefault("direct_writes", "Twisted's transport.socket has no send()")
+    if "small_queues" not in _off:
+        from .queues import self_test
+
+        failure = self_test()
+        if failure is not None:
+            _off.setdefault("small_queues", f"asyncio.Queue self-test: {failure}")
     _log_status()
 
 
@@ -248,5 +258,8 @@ def status() -> dict[str, dict[str, Any]]:
 def reset() -> None:
     """Forget the probe (tests)."""
     global _probed, _instances_probed, _logged
+    from . import queues
+
     _off.clear()
     _probed = _instances_probed = _logged = False
+    queues.reset()
