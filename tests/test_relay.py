@@ -10,8 +10,15 @@ from channels_redis.core import RedisChannelLayer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from tests.conftest import TIMEOUT
+from ws4redis_channels.accelerator.queues import SmallQueue
 from ws4redis_channels.names import group_for
 from ws4redis_channels.relay import EVENT_TYPE, LayerRelay
+
+
+def _receive_queues(layer: Any) -> list[asyncio.Queue[Any]]:
+    """The queues channels-redis keeps per channel being received (core, pub/sub)."""
+    buffer = getattr(layer, "receive_buffer", None)
+    return list((buffer if buffer is not None else layer.channels).values())
 
 
 async def _storm(layer: Any, caplog: Any) -> None:
@@ -25,6 +32,11 @@ async def _storm(layer: Any, caplog: Any) -> None:
                 relay.watch(channel, True)
             await asyncio.wait_for(relay.ready(channels), TIMEOUT)
         assert [r.getMessage() for r in caplog.records] == []
+        # Each channel's queue in the layer holds its waiting receive in lists, not deques.
+        queues = _receive_queues(layer)
+        assert len(queues) >= len(channels)
+        for queue in queues:
+            assert {type(vars(queue)[n]) for n in ("_queue", "_getters")} == {SmallQueue}
         for channel in (channels[0], channels[-1]):
             await layer.group_send(group_for(channel), {"type": EVENT_TYPE, "text": channel})
             assert await asyncio.wait_for(got.get(), TIMEOUT) == (

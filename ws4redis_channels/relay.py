@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .accelerator.queues import shrink_layer_queues
 from .names import group_for
 from .subscriber import Backoff
 
@@ -90,6 +91,7 @@ class LayerRelay:
             try:
                 async with self._joining:
                     name = await self.layer.new_channel("ws4redis.")
+                    shrink_layer_queues(self.layer, name)
                     await self.layer.group_add(group, name)
                 self._members[channel] = name
                 ready = self._ready.get(channel)

@@ -32,6 +32,7 @@ ACCELERATIONS: dict[str, str] = {
     "handshake_release": "free the handshake's headers once a socket is open (~1.5 KB each)",
     "upgrade_release": "free Twisted's HTTP channel and request a socket was upgraded from (~4 KB)",
     "small_queues": "keep daphne's and autobahn's per-socket queues in lists, not deques (~3.5 KB)",
+    "layer_queues": "keep channels-redis's queue per relayed channel in lists, not deques (~3 KB)",
     "going_away": "close open sockets with 1001 at shutdown, before daphne drops them",
     "fragment_bound": "join the fragments of an unfinished message into one buffer",
     "pause_reading": "stop reading from a client whose frames must wait (intake)",
@@ -44,6 +45,13 @@ TESTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "autobahn": ((22, 4), (27,)),
     "twisted": ((22, 10), (27,)),
     "channels": ((4, 2), (5,)),
+    "channels-redis": ((4, 2), (5,)),
+}
+
+#: The accelerations that rely on a distribution's internals, where not all of them do.
+_RELYING: dict[str, tuple[str, ...]] = {
+    "channels": ("session_unwrap",),
+    "channels-redis": ("layer_queues",),
 }
 
 # Attributes each acceleration reads on daphne's protocol and Twisted's transport.
@@ -131,10 +139,8 @@ def _probe_versions() -> None:
             why = f"{dist} {found[0]} is outside the tested range >={low_s},<{high_s}"
         else:
             continue
-        if dist == "channels":
-            names = ["session_unwrap"]
-        else:
-            names = [n for n in ACCELERATIONS if n != "session_unwrap"]
+        special = {n for relying in _RELYING.values() for n in relying}
+        names = _RELYING.get(dist) or [n for n in ACCELERATIONS if n not in special]
         for name in names:
             _off.setdefault(name, why)
     try:

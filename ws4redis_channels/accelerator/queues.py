@@ -1,4 +1,5 @@
-"""The per-socket queues of daphne and autobahn, kept in lists instead of deques.
+"""The per-socket queues of daphne and autobahn, and channels-redis's queue per channel of
+the relay, kept in lists instead of deques.
 
 An empty ``collections.deque`` costs 760 bytes (its first block of 64
 slots), and every daphne socket keeps five of them for as long as it is
@@ -20,7 +21,7 @@ from typing import Any
 
 from .probe import disable, enabled
 
-__all__ = ["SmallQueue", "self_test", "shrink_queues"]
+__all__ = ["SmallQueue", "self_test", "shrink_layer_queues", "shrink_queues"]
 
 _QUEUE_PARTS = ("_queue", "_getters", "_putters")
 
@@ -137,6 +138,47 @@ def shrink_queues(protocol: Any) -> bool:
         disable("small_queues", exc)
         return False
     return changed
+
+
+class _SmallQueues:
+    """The core layer's factory of receive queues, with each new queue's deques in lists."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    def __call__(self) -> Any:
+        queue = self.make()
+        _shrink_queue(queue)
+        return queue
+
+
+def shrink_layer_queues(layer: Any, channel: str) -> bool:
+    """Keep the queues channels-redis receives ``channel``'s messages in (and, on the core
+    layer, every later one) in lists; False if nothing was changed.
+
+    The relay receives on one layer channel per Redis channel it watches, a
+    logged-in socket's own channels included, and both of channels-redis's
+    layers keep an ``asyncio.Queue`` per channel being received: 3 KB of empty
+    deques each. The core ``RedisChannelLayer`` makes them on demand from its
+    ``receive_buffer``'s factory, which is wrapped once per layer; the pub/sub
+    layer makes one per subscribed channel (``channels``).
+    """
+    if not enabled("layer_queues") or self_test() is not None:
+        return False
+    try:
+        buffer = vars(layer).get("receive_buffer")
+        if type(buffer) is collections.defaultdict:
+            if type(buffer.default_factory) is not _SmallQueues:
+                buffer.default_factory = _SmallQueues(buffer.default_factory)
+            return True
+        channels = getattr(layer, "channels", None)
+        queue = channels.get(channel) if type(channels) is dict else None
+        return isinstance(queue, asyncio.Queue) and _shrink_queue(queue)
+    except Exception as exc:
+        disable("layer_queues", exc)
+        return False
 
 
 def reset() -> None:
