@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 
 import pytest
 import redis
@@ -109,10 +110,20 @@ def test_a_redis_that_lost_everything_starts_a_new_later_epoch():
         assert replay.position.epoch > before.epoch
 
 
+def _wait_for_sync(replica: redis.Redis, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while replica.info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, replica.info("replication")
+        time.sleep(0.05)
+
+
 def test_a_promoted_replica_starts_a_new_epoch_on_its_first_write():
     with RedisServer() as master, RedisServer() as replica:
         m, r = redis.Redis(port=master.port), redis.Redis(port=replica.port)
         r.replicaof("127.0.0.1", master.port)
+        # In sync first: Redis 7 delays a diskless full sync by 5 s, as long as WAIT's
+        # timeout below, and a slow machine lost that race (CI, min-django42).
+        _wait_for_sync(r)
         seen = store.publish(m, [CH], b"replicated", 60, history=H).positions[CH]
         assert m.wait(1, 5000) == 1
         r.replicaof("no", "one")  # promoted; the old master stays writable a while
