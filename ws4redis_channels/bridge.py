@@ -250,6 +250,7 @@ class Bridge(FanOut, CatchUp):
             ch.sinks.pop(sink, None)
             ch.psinks.pop(sink, None)
             ch.joining.pop(sink, None)
+            ch.had.pop(sink, None)
             if ch.echoes:
                 ch.echoes.forget(sink)
             if not ch.wanted:

@@ -4,7 +4,11 @@
 that rejoins the sockets of a connection that came back: each socket's
 channels are read again (the stored message, or history from its position)
 by the :class:`~ws4redis_channels.replay.Joiner`, while live messages are
-held for it, so it gets everything once and in order. A catch-up whose read
+held for it, so it gets everything once and in order. Each socket is caught up
+from what it had itself when it stopped getting live messages
+(``ChannelState.had``), not from what its channel delivered last: when the
+sockets of one channel are caught up one after another, the first ones get
+live messages while the others still wait. A catch-up whose read
 fails while the subscriber stays connected (right after a failover, the
 command client can still reach the old master, or one still read-only) is
 tried again with backoff: the socket's messages are held until it succeeds,
@@ -53,11 +57,14 @@ class CatchUp:
         since_of: dict[Sink, dict[bytes, Position]] = {}
         for ch in channels:
             for sink in [*ch.sinks, *ch.psinks, *ch.joining]:
+                # What each socket has, not what the channel delivered last: a
+                # socket still catching up from before did not get it.
+                had = ch.had[sink] = ch.had_by(sink)
                 ch.joining[sink] = []
                 keys_of.setdefault(sink, []).append(ch.key)
-                # Sockets with positions resume from what their channel delivered.
-                if sink in self._positioned and ch.position is not None:
-                    since_of.setdefault(sink, {})[ch.key] = ch.position
+                # Sockets with positions resume from what they have.
+                if sink in self._positioned and had[0] is not None:
+                    since_of.setdefault(sink, {})[ch.key] = had[0]
             ch.sinks.clear()
             ch.psinks.clear()
             ch.next_position = None

@@ -3,8 +3,9 @@
 A :class:`ChannelState` exists while at least one local socket needs its
 channel: the sockets that get it (with or without positions), those still
 joining with the live messages held back for them (:mod:`ws4redis_channels.replay`),
-the subscription's state, the newest position delivered and the echoes to
-skip (:mod:`ws4redis_channels.echoes`). A :class:`Sink` is what the bridge
+the subscription's state, the newest position delivered, what each socket
+catching up after a reconnect had, and the echoes to skip
+(:mod:`ws4redis_channels.echoes`). A :class:`Sink` is what the bridge
 delivers to: the outbound side of one websocket (:mod:`ws4redis_channels.outlet`).
 """
 
@@ -19,7 +20,10 @@ from .frames import Batch
 from .positions import Position, position_channel
 from .replay import Held
 
-__all__ = ["ChannelState", "Sink"]
+__all__ = ["ChannelState", "Had", "Sink"]
+
+#: What a socket had when it stopped getting live messages: position and payload.
+Had = tuple[Position | None, bytes | None]
 
 
 class Sink(Protocol):
@@ -45,6 +49,7 @@ class ChannelState:
     __slots__ = (
         "companion",
         "echoes",
+        "had",
         "joining",
         "key",
         "label",
@@ -69,8 +74,13 @@ class ChannelState:
         self.label = ""
         # Sinks still replaying, with the live messages held back for them.
         self.joining: dict[Sink, list[Held]] = {}
-        # The newest position the channel's sockets got (live messages older
-        # than it are never delivered), and the position read from
+        # Of those catching up after a reconnect, what each one had: the
+        # sockets of a channel are caught up one by one when a read fails and
+        # is tried again, so the channel's position (what its live sockets
+        # got) can be ahead of, or behind, what a socket still catching up has.
+        self.had: dict[Sink, Had] = {}
+        # The newest position the channel's live sockets got (live messages
+        # older than it are never delivered), and the position read from
         # {<channel>}:pos for the message that follows.
         self.position: Position | None = None
         self.next_position: bytes | None = None
@@ -85,3 +95,10 @@ class ChannelState:
     @property
     def wanted(self) -> bool:
         return bool(self.sinks or self.psinks or self.joining)
+
+    def had_by(self, sink: Sink) -> Had:
+        """What ``sink`` has of the channel: what the live sockets got, or, while it
+        catches up, what it had when it stopped getting live messages."""
+        if sink in self.sinks or sink in self.psinks:
+            return self.position, self.last
+        return self.had.get(sink, (None, None))

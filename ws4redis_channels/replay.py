@@ -20,8 +20,9 @@ what the socket (or its channel) already delivered is sent:
   position (bare ``PUBLISH``), in arrival order. A state frame comes first.
 * a socket without positions gets the stored message first, unless a held
   message has its version (that copy stands for it) or, after a reconnect
-  (``catch_up``), its channel already delivered that version or a newer one;
-  then the held messages. Versions are compared, not bytes; bytes only for a
+  (``catch_up``), the socket already had that version or a newer one (what it
+  had itself, ``ChannelState.had``: the sockets of a channel can be caught up
+  one after another); then the held messages. Versions are compared, not bytes; bytes only for a
   stored message without a version (not stored by the app).
 """
 
@@ -80,8 +81,8 @@ def plan(
     """Return what a socket joining one channel gets.
 
     ``since`` is the position the socket presented; ``last`` (and
-    ``last_payload``) what the channel delivered before a reconnect of the
-    bridge, for sockets that were already receiving.
+    ``last_payload``) what the socket had before a reconnect of the bridge,
+    for sockets that were already receiving.
     """
     has = _newest(since, last)
     out: list[Held] = []
@@ -232,9 +233,15 @@ class Joiner:
             positions: dict[bytes, Position] = {}
             # The frames of one message are made once for every socket of the batch.
             frames: dict[tuple[bytes, Position, bool], Outbound] = {}
+            # The channels whose sockets were already getting live messages.
+            live = {
+                key
+                for key in keys
+                if (ch := self._channels.get(key)) is not None and (ch.sinks or ch.psinks)
+            }
             for join in batch:
                 if not join.future.done():
-                    self._finish(join, read, positions, frames)
+                    self._finish(join, read, positions, frames, live)
                     join.future.set_result(None)
             for key, position in positions.items():
                 ch = self._channels.get(key)
@@ -318,6 +325,7 @@ class Joiner:
         read: dict[tuple[bytes, Position | None], Replay],
         positions: dict[bytes, Position],
         frames: dict[tuple[bytes, Position, bool], Outbound],
+        live: set[bytes],
     ) -> None:
         sink = join.sink
         messages: list[Outbound] = []
@@ -327,6 +335,12 @@ class Joiner:
             if ch is None or sink not in ch.joining:
                 continue
             held = ch.joining.pop(sink)
+            had = ch.had.pop(sink, None)
+            last: Position | None = None
+            last_payload: bytes | None = None
+            if join.catch_up:
+                # What this socket had, not what the channel's other sockets got since.
+                last, last_payload = had if had is not None else (ch.position, ch.last)
             since = join.since.get(key)
             replay = read[key, since]
             planned = plan(
@@ -334,16 +348,18 @@ class Joiner:
                 held,
                 positioned=join.positioned,
                 since=since,
-                last=ch.position if join.catch_up else None,
-                last_payload=ch.last if join.catch_up else None,
+                last=last,
+                last_payload=last_payload,
             )
             # Where the channel stands: what Redis has, or newer that arrived meanwhile.
             newest = replay.position
             for _, position in planned.messages:
                 if position is not None and position > newest:
                     newest = position
-            if join.catch_up:
-                # Redis may be behind what was delivered (a failover): follow it.
+            if join.catch_up and key not in live:
+                # Redis may be behind what was delivered (a failover): follow it,
+                # unless sockets caught up before already get live messages: the
+                # channel's position is what they got.
                 positions[key] = max(newest, positions[key]) if key in positions else newest
             elif ch.position is None or newest > ch.position:
                 positions[key] = max(newest, positions.get(key, newest))

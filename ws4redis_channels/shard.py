@@ -186,6 +186,7 @@ class ShardBridge(Bridge):
             self._companions[ch.companion] = ch
             ch.label, ch.last, ch.position = old.label, old.last, old.position
         for sink in sinks:
+            ch.had.setdefault(sink, old.had_by(sink))
             ch.joining.setdefault(sink, [])
             self._members[sink] = None
             if sink in positioned:
@@ -197,7 +198,8 @@ class ShardBridge(Bridge):
         if not ch.requested:
             self._subscribe([ch])
         for sink in sinks:
-            since = {key: ch.position} if sink in positioned and ch.position else None
+            had = ch.had.get(sink, (None, None))[0]
+            since = {key: had} if sink in positioned and had is not None else None
             self._rejoin(sink, [key], since)
 
     def _rejoining(self, sink: Sink, keys: list[bytes], future: asyncio.Future[None]) -> None:
