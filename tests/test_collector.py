@@ -43,6 +43,27 @@ def test_a_surge_raises_the_first_threshold_and_its_end_puts_it_back(thresholds,
     assert "over (at most 50 at once)" in caplog.text
 
 
+def test_daphnes_start_begins_a_surge_the_first_calm_or_the_settle_ends(thresholds):
+    gc.set_threshold(700, 10, 10)
+    surge = Surge()
+    surge.prime()  # daphne listens: a restart's storm may come
+    assert gc.get_threshold() == (20000, 10, 10)
+    surge.started()
+    surge.ended()  # no storm: the first handshake is done alone
+    assert gc.get_threshold() == (700, 10, 10)
+    surge.prime()
+    for _ in range(CALM + 1):
+        surge.started()
+    surge.settle()  # a storm in progress keeps it
+    assert gc.get_threshold() == (20000, 10, 10)
+    for _ in range(CALM + 1):
+        surge.ended()
+    assert gc.get_threshold() == (700, 10, 10)
+    surge.prime()
+    surge.settle()  # no websocket at all: Python's threshold again
+    assert gc.get_threshold() == (700, 10, 10) and not surge.surging
+
+
 def test_a_higher_threshold_disabled_collection_or_none_is_left_alone(thresholds):
     for own in ((50000, 20, 100), (0, 10, 10)):
         gc.set_threshold(*own)
@@ -102,6 +123,7 @@ async def test_daphne_raises_it_while_handshakes_pile_up_and_puts_it_back(
         )
         assert all(arrived)
         log = server.log()
+        assert "daphne starts: a restart is when every browser comes back" in log
         assert "handshakes in progress: the garbage collector's first threshold is 20000" in log
         assert "The surge of websocket handshakes is over" in log
         for client in [first, *clients]:

@@ -41,6 +41,8 @@ SETTING_IDS = {
     "WS4REDIS_SUBPROTOCOLS": "E030",
     "WEBSOCKET_HOST": "E031",
     "WS4REDIS_ACCELERATIONS_OFF": "E032",
+    "WS4REDIS_MAX_HANDSHAKES": "E033",
+    "WS4REDIS_LISTEN_BACKLOG": "E034",
     # Settings of the operations tools; the project around the app is checked
     # in project_checks.py (E1xx/W1xx).
     "WS4REDIS_METRICS": "E050",

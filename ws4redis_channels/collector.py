@@ -27,7 +27,7 @@ from __future__ import annotations
 import gc
 import logging
 
-__all__ = ["CALM", "SURGE", "surge"]
+__all__ = ["CALM", "SETTLE_AFTER", "SURGE", "surge"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 SURGE = 50
 #: Handshakes still in progress when a surge is over.
 CALM = 5
+#: Seconds after daphne's start when the surge it starts in ends, if no storm came.
+SETTLE_AFTER = 60.0
 
 
 class Surge:
@@ -53,7 +55,26 @@ class Surge:
             self.peak = max(self.peak, self.handshakes)
         elif self.handshakes >= SURGE:
             self.surging, self.peak = True, self.handshakes
-            self._raise()
+            self._raise(f"{self.handshakes} websocket handshakes in progress")
+
+    def prime(self) -> None:
+        """At the server's start, before its first connection: surge until the first calm.
+
+        A restart is when every browser of the process comes back at once, and
+        daphne builds thousands of connections before the first handshake
+        reaches the app: with Python's threshold, full collections came every
+        few hundred of them while the first hundred handshakes waited.
+        """
+        if not self.surging:
+            self.surging, self.peak = True, self.handshakes
+            self._raise("daphne starts: a restart is when every browser comes back")
+
+    def settle(self) -> None:
+        """A while after the start: end the surge :meth:`prime` began if no storm came
+        (a process that serves no websocket keeps Python's threshold)."""
+        if self.surging and self.handshakes <= CALM:
+            self.surging = False
+            self._restore()
 
     def ended(self) -> None:
         self.handshakes -= 1
@@ -61,7 +82,7 @@ class Surge:
             self.surging = False
             self._restore()
 
-    def _raise(self) -> None:
+    def _raise(self, why: str) -> None:
         from .conf import conf
 
         threshold = conf.WS4REDIS_GC_THRESHOLD
@@ -72,9 +93,9 @@ class Surge:
         self._saved, self._raised = current, threshold
         gc.set_threshold(threshold, *current[1:])
         logger.info(
-            "%d websocket handshakes in progress: the garbage collector's first "
-            "threshold is %d instead of %d until they are done (WS4REDIS_GC_THRESHOLD)",
-            self.handshakes,
+            "%s: the garbage collector's first threshold is %d instead of %d until "
+            "they are done (WS4REDIS_GC_THRESHOLD)",
+            why,
             threshold,
             current[0],
         )

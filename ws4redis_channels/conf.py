@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "WS4REDIS_STATUS_INTERVAL": 5.0,
     "WS4REDIS_CLUSTER_PLAIN_PUBLISH": False,
     "WS4REDIS_GC_THRESHOLD": 20000,
+    "WS4REDIS_MAX_HANDSHAKES": 200,
+    "WS4REDIS_LISTEN_BACKLOG": 4096,
 }
 
 
@@ -308,6 +310,14 @@ class Settings:
         if _get("WS4REDIS_GC_THRESHOLD") is None:
             return None
         return int(_number("WS4REDIS_GC_THRESHOLD", integer=True))
+
+    @property
+    def WS4REDIS_MAX_HANDSHAKES(self) -> int:
+        return int(_number("WS4REDIS_MAX_HANDSHAKES", integer=True))
+
+    @property
+    def WS4REDIS_LISTEN_BACKLOG(self) -> int:
+        return int(_number("WS4REDIS_LISTEN_BACKLOG", integer=True))
 
     @property
     def WS4REDIS_ALLOWED_ORIGINS(self) -> list[str] | None:

@@ -25,6 +25,7 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied, Suspi
 from . import patience
 from .accelerator import (
     CloseGate,
+    accept_gate,
     bound_fragmented_messages,
     close_with_reason,
     daphne_protocol,
@@ -154,6 +155,7 @@ class WebsocketConsumer(_LeanConsumer):
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         surge.started()
+        accept_gate.started(daphne_protocol(raw_send(self.base_send)))
         try:
             await self._handshake()
         except PermissionDenied as exc:
@@ -190,6 +192,7 @@ class WebsocketConsumer(_LeanConsumer):
             return
         finally:
             surge.ended()
+            accept_gate.ended()
 
     async def _handshake(self) -> None:
         scope = self.scope

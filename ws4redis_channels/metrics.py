@@ -53,6 +53,11 @@ METRICS: dict[str, tuple[str, str]] = {
         "Websocket handshakes by outcome (accepted or refused) and the close code or "
         "HTTP status of a refusal.",
     ),
+    "ws4redis_accept_pauses_total": (
+        "counter",
+        "Times daphne stopped accepting connections while WS4REDIS_MAX_HANDSHAKES "
+        "handshakes were in progress (a reconnect storm).",
+    ),
     "ws4redis_deliveries_total": ("counter", "Messages written to websockets."),
     "ws4redis_delivered_bytes_total": (
         "counter",
@@ -176,6 +181,9 @@ class _Metrics:
             help_of("ws4redis_handshakes_total"),
             ["outcome", "code"],
         )
+        self.accept_pauses = Counter(
+            "ws4redis_accept_pauses", help_of("ws4redis_accept_pauses_total")
+        )
         self.deliveries = Counter("ws4redis_deliveries", help_of("ws4redis_deliveries_total"))
         self.delivered_bytes = Counter(
             "ws4redis_delivered_bytes", help_of("ws4redis_delivered_bytes_total")
@@ -243,6 +251,9 @@ class NullRecorder:
         pass
 
     def handshake(self, code: int | None) -> None:
+        pass
+
+    def accept_paused(self) -> None:
         pass
 
     def delivered(self, messages: int, size: int) -> None:
@@ -377,6 +388,9 @@ class Recorder(NullRecorder):
 
     def output_buffer_drop(self) -> None:
         self._m.buffer_drops.inc()
+
+    def accept_paused(self) -> None:
+        self._m.accept_pauses.inc()
 
     def subscriptions(self, count: int) -> None:
         self._m.subscriptions.set(count)

@@ -89,8 +89,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--daphne-backlog",
         type=int,
-        default=1024,
-        help="listen backlog for every daphne server (default 1024; 0: Twisted's 50)",
+        default=4096,
+        help="listen backlog for every daphne server (default 4096; 0: Twisted's 50)",
     )
     parser.add_argument(
         "--clients",
@@ -101,6 +101,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--daphne-connect-timeout",
         type=int,
         help="daphne --websocket_connect_timeout (seconds to finish a handshake; daphne's 5)",
+    )
+    parser.add_argument(
+        "--product-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the product's rows (and baseline), e.g. WS4REDIS_MAX_HANDSHAKES=0 "
+        "or WS4REDIS_LOG_LEVEL=INFO with BENCH_KEEP_LOGS=1 in the environment; repeatable",
     )
     parser.add_argument(
         "--storm-jitter",
@@ -122,6 +130,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="where to write the JSON (default: results/)")
     args = parser.parse_args(argv)
+    for item in args.product_env:
+        if not item.partition("=")[0] or "=" not in item:
+            parser.error(f"--product-env: NAME=VALUE, got {item!r}")
     if args.baseline is not None:
         try:
             SERVERS["baseline"] = servers.baseline_spec(args.baseline)
@@ -238,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
     open_files = raise_open_files(32768)
     servers.daphne_backlog = args.daphne_backlog
     servers.daphne_connect_timeout = args.daphne_connect_timeout
+    servers.product_env.update(item.partition("=")[::2] for item in args.product_env)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     profiler = None
     if args.profile or args.profile_native:
@@ -320,6 +332,7 @@ def run(args: argparse.Namespace) -> int:
         "sizes": dataclasses.asdict(sizes),
         "daphne_backlog": args.daphne_backlog,
         "daphne_connect_timeout": args.daphne_connect_timeout,
+        "product_env": dict(servers.product_env),
         "repeat": args.repeat,
         "servers": {name: SERVERS[name].description for name in args.servers},
         "baseline": (

@@ -138,8 +138,11 @@ class Running:
                 process.kill()
                 process.wait()
             self.stopped[role] = process.returncode
-        for path in self.logs.values():
-            path.unlink(missing_ok=True)
+        for role, path in self.logs.items():
+            if os.environ.get("BENCH_KEEP_LOGS"):
+                print(f"  {self.name} {role} log kept: {path}", file=sys.stderr, flush=True)
+            else:
+                path.unlink(missing_ok=True)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -179,6 +182,7 @@ class ServerSpec:
             "TESTPROJECT_DB": running.db_path,
             "PYTHONUNBUFFERED": "1",
             **self.env,
+            **(product_env if self.positions else {}),
             **running.extra_env,
         }
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
@@ -216,10 +220,12 @@ class ServerSpec:
 # that drops SYNs, which clients retry after 1 s, and the connect numbers then
 # measure that retry, not the servers. Every daphne server gets the backlog the
 # deployment guide recommends; ``--daphne-backlog 0`` keeps Twisted's default.
-daphne_backlog: int | None = 1024
+daphne_backlog: int | None = 4096
 # daphne drops a connection whose handshake is not done in 5 s (autobahn's
 # openHandshakeTimeout); ``--daphne-connect-timeout`` passes another value.
 daphne_connect_timeout: int | None = None
+# Settings over the benchmark's for the product's rows (``--product-env NAME=VALUE``).
+product_env: dict[str, str] = {}
 
 
 def _daphne(app: str, python: str = sys.executable) -> Callable[[int, str], list[str]]:

@@ -3,7 +3,8 @@
 ASGI hides the connection, but a push server gains from a few things daphne
 has: writing ready-made frames past ASGI, knowing how many bytes wait unsent
 for a socket (ASGI passes no back-pressure), close frames with a code and a
-reason, and a hook at shutdown. Each of these is an *acceleration*. The probe
+reason, a hook at shutdown, and a bound on the handshakes it takes on at
+once. Each of these is an *acceleration*. The probe
 checks once, per process, the versions (:data:`TESTED`) and every attribute
 an acceleration relies on, switches each acceleration on or off as a whole,
 and logs one line that says which are on and why one is off
@@ -31,6 +32,7 @@ from .daphne import (
     raw_send,
 )
 from .inbound import CloseGate, bound_fragmented_messages, pause_reading
+from .listeners import accept_gate, at_server_start
 from .probe import ACCELERATIONS, TESTED, disable, enabled, reset, status
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "CloseGate",
     "DaphneSocket",
     "Send",
+    "accept_gate",
+    "at_server_start",
     "attach",
     "bound_fragmented_messages",
     "close_with_reason",

@@ -9,10 +9,20 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-__all__ = ["share_protocol_options"]
+__all__ = ["share_factory_options", "share_protocol_options"]
 
 
 def share_protocol_options(protocol: Any) -> bool:
+    """:func:`share_factory_options` for the factory of ``protocol``, a daphne socket."""
+    factory = getattr(protocol, "factory", None)
+    if factory is None or getattr(factory, "protocol", None) is not type(protocol):
+        if factory is not None:
+            factory._ws4redis_shared = True  # a protocol class of someone else's
+        return False
+    return share_factory_options(factory)
+
+
+def share_factory_options(factory: Any) -> bool:
     """Once per daphne websocket factory: later sockets read its options from their class.
 
     autobahn copies every one of its ~40 options from the factory into each
@@ -20,15 +30,16 @@ def share_protocol_options(protocol: Any) -> bool:
     list for a debug line: a quarter of a handshake's time in daphne's own
     code and most of the protocol's dict. A subclass that carries the
     factory's options as class attributes gives every later socket the same
-    values without either. Returns True when the factory was switched now.
+    values without either. Done at daphne's start (its listening ports lead to
+    the factory: :mod:`.listeners`), else when the first socket opens. Returns
+    True when the factory was switched now.
     """
-    factory = getattr(protocol, "factory", None)
-    cls = type(protocol)
-    names = getattr(cls, "CONFIG_ATTRS", None)
-    if factory is None or getattr(factory, "_ws4redis_shared", False):
+    if getattr(factory, "_ws4redis_shared", False):
         return False
+    cls: Any = getattr(factory, "protocol", None)
+    names = getattr(cls, "CONFIG_ATTRS", None)
     factory._ws4redis_shared = True  # decided once, whatever the outcome
-    if getattr(factory, "protocol", None) is not cls or not names:
+    if not isinstance(cls, type) or not names:
         return False
     try:
         import autobahn.websocket.protocol as autobahn_protocol
@@ -42,7 +53,7 @@ def share_protocol_options(protocol: Any) -> bool:
         if inspect.isfunction(value):
             # e.g. perMessageCompressionAccept: as a class attribute it must not bind.
             options[name] = staticmethod(value)
-    made = cls._connectionMade
+    made = getattr(cls, "_connectionMade")  # noqa: B009 (not typed)
 
     def _connectionMade(self: Any) -> None:
         # The same as autobahn's, minus formatting a debug line that is not logged.

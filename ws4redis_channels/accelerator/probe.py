@@ -33,6 +33,8 @@ ACCELERATIONS: dict[str, str] = {
     "upgrade_release": "free Twisted's HTTP channel and request a socket was upgraded from (~4 KB)",
     "small_queues": "keep daphne's and autobahn's per-socket queues in lists, not deques (~3.5 KB)",
     "layer_queues": "keep channels-redis's queue per relayed channel in lists, not deques (~3 KB)",
+    "accept_bound": "stop accepting while WS4REDIS_MAX_HANDSHAKES handshakes are in progress; "
+    "a listen queue of WS4REDIS_LISTEN_BACKLOG",
     "going_away": "close open sockets with 1001 at shutdown, before daphne drops them",
     "fragment_bound": "join the fragments of an unfinished message into one buffer",
     "pause_reading": "stop reading from a client whose frames must wait (intake)",
@@ -264,8 +266,9 @@ def status() -> dict[str, dict[str, Any]]:
 def reset() -> None:
     """Forget the probe (tests)."""
     global _probed, _instances_probed, _logged
-    from . import queues
+    from . import listeners, queues
 
     _off.clear()
     _probed = _instances_probed = _logged = False
     queues.reset()
+    listeners.accept_gate.reset()
