@@ -11,39 +11,12 @@ import redis
 
 from testproject.redis_server import RedisServer
 from tests.conftest import TIMEOUT
+from tests.test_bridge import Collect
 from ws4redis_channels import catchup, store
 from ws4redis_channels.bridge import Bridge
 from ws4redis_channels.connection import parse_target
-from ws4redis_channels.frames import Batch
 
 CHANNEL = "_broadcast_:split"
-
-
-class Collect:
-    """A sink that records what it gets."""
-
-    def __init__(self) -> None:
-        self.messages: list[str | bytes] = []
-        self.arrived = asyncio.Event()
-
-    def deliver(self, batch: Batch) -> None:
-        self.messages.extend(m.get("text", m.get("bytes")) for m in batch.messages)
-        self.arrived.set()
-
-    def going_away(self) -> None:
-        pass
-
-    def redis_lost(self) -> None:
-        pass
-
-    async def wait_for(self, count: int) -> list[str | bytes]:
-        async def enough() -> None:
-            while len(self.messages) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
-
-        await asyncio.wait_for(enough(), TIMEOUT)
-        return self.messages
 
 
 class Jitter:
