@@ -243,6 +243,7 @@ def _daphne(app: str, python: str = sys.executable) -> Callable[[int, str], list
 
 _product = _daphne("testproject.asgi:application")
 _reference = _daphne("tests.bench.reference:application")
+_daphne_floor = _daphne("tests.bench.daphne_floor:application")
 
 
 def _floor(port: int, redis_url: str) -> list[str]:
@@ -340,6 +341,12 @@ SERVERS: dict[str, ServerSpec] = {
             "hand-rolled asyncio websocket server, one subscription, frames of one Redis "
             "read joined per socket (uvloop if installed)",
             lambda port, url, _: {"server": _floor(port, url)},
+        ),
+        ServerSpec(
+            "daphne-floor",
+            "daphne with a bare ASGI app: accepts at once, one Redis subscription, ASGI send "
+            "per socket; the ceiling of any app daphne serves (tests/bench/daphne_floor.py)",
+            lambda port, url, _: {"server": _daphne_floor(port, url)},
         ),
         ServerSpec(
             "floor-unbatched",
